@@ -1,0 +1,280 @@
+"""The `digest` command: each subcommand runs one or more pipeline stages.
+
+Exit codes: 0 success, 1 the run completed but some feeds failed, 2 usage or config error.
+Progress bars appear on a terminal only, so cron mails stay short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from digest import __version__
+from digest.config import Config, ConfigError, load_config
+from digest.poll import Poller, PollSummary
+from digest.publish import build, render
+from digest.render import RenderReport
+from digest.store import Store, feed_health, sync_feeds
+
+EXIT_OK, EXIT_FEEDS_FAILED, EXIT_USAGE = 0, 1, 2
+
+err = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class App:
+    """What every subcommand needs: the validated config and its database."""
+
+    config_path: Path
+
+    @property
+    def config(self) -> Config:
+        try:
+            return load_config(self.config_path)
+        except ConfigError as error:
+            for problem in error.problems:
+                err.print(problem, markup=False)
+            raise SystemExit(EXIT_USAGE) from None
+
+    @contextmanager
+    def store(self, config: Config) -> Iterator[Store]:
+        store = Store(config.database_url)
+        try:
+            store.upgrade()
+            with store.writing() as session:
+                sync_feeds(session, config.settings.feeds, datetime.now(UTC))
+            yield store
+        finally:
+            store.close()
+
+
+def _default_config() -> str:
+    return os.environ.get("DIGEST_CONFIG") or "feeds.yaml"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=_default_config,
+    show_default="$DIGEST_CONFIG, else ./feeds.yaml",
+    help="The feeds.yaml to use.",
+)
+@click.version_option(__version__, prog_name="digest")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path) -> None:
+    """Poll feeds, close dated digest editions, publish them as HTML, gemtext and Atom."""
+    ctx.obj = App(config_path)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@cli.command()
+@pass_app
+def check(app: App) -> None:
+    """Validate the config and say what it holds."""
+    config = app.config
+    settings = config.settings
+    own = sum(1 for feed in settings.feeds if feed.own)
+    click.echo(f"{config.path}: OK")
+    click.echo(f"  site: {settings.site.title} <{settings.site.base_url}>")
+    for name, stream in settings.streams.items():
+        count = sum(1 for feed in settings.feeds if feed.stream == name)
+        click.echo(f"  stream {name}: {count} feeds, closes at '{stream.schedule}'")
+    click.echo(f"  own feeds: {own}")
+    click.echo(f"  output: {settings.site.output_dir}")
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Upgrade the database schema to the newest version (digest also does this on start)."""
+    config = app.config
+    store = Store(config.database_url)
+    try:
+        store.upgrade()
+    finally:
+        store.close()
+    click.echo("database is at the newest schema")
+
+
+@cli.command()
+@click.option("--all", "every", is_flag=True, help="Poll every feed, due or not.")
+@pass_app
+def poll(app: App, every: bool) -> None:
+    """Fetch the feeds that are due and store their new entries."""
+    config = app.config
+    with app.store(config) as store:
+        summary = _poll(store, config, every)
+    raise SystemExit(EXIT_FEEDS_FAILED if summary.failed else EXIT_OK)
+
+
+@cli.command("build")
+@click.option(
+    "--at",
+    "at_text",
+    metavar="'YYYY-MM-DD HH:MM'",
+    help="Close as of this local time instead of now (for back-filling).",
+)
+@pass_app
+def build_command(app: App, at_text: str | None) -> None:
+    """Close one edition per stream from the entries that arrived since its last one."""
+    config = app.config
+    at = _parse_at(at_text, config) if at_text else None
+    with app.store(config) as store:
+        _build(store, config, at)
+
+
+@cli.command("render")
+@pass_app
+def render_command(app: App) -> None:
+    """Write the whole site into the output folder."""
+    config = app.config
+    with app.store(config) as store:
+        _render(store, config, None)
+
+
+@cli.command()
+@pass_app
+def update(app: App) -> None:
+    """Poll, build and render in one go (for cron)."""
+    config = app.config
+    with app.store(config) as store:
+        summary = _poll(store, config, every=False)
+        editions = _build(store, config, None)
+        _render(store, config, editions)
+    raise SystemExit(EXIT_FEEDS_FAILED if summary.failed else EXIT_OK)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@pass_app
+def feeds(app: App, as_json: bool) -> None:
+    """List the feeds and their health."""
+    config = app.config
+    with app.store(config) as store, store.reading() as session:
+        health = feed_health(session)
+    if as_json:
+        click.echo(json.dumps([feed.as_json() for feed in health], indent=2))
+        return
+    table = Table("name", "stream", "entries", "last ok", "status", "fails", "next poll", "problem")
+    for feed in health:
+        problem = (
+            f"disabled: {feed.disabled_reason}" if feed.disabled else (feed.last_error or "")
+        )
+        table.add_row(
+            feed.name,
+            feed.stream or "(own)",
+            str(feed.entries),
+            _when(feed.last_ok),
+            feed.last_status or "never polled",
+            str(feed.failures),
+            _when(feed.next_poll),
+            problem,
+            style="red" if feed.disabled or feed.failures else None,
+        )
+    Console(highlight=False).print(table)
+
+
+@cli.command()
+@pass_app
+def run(app: App) -> None:
+    """Run as a daemon: poll feeds as they fall due and close editions on each stream's schedule."""
+    from digest.scheduler import run_daemon
+
+    config = app.config
+    with app.store(config) as store:
+        run_daemon(store, config)
+
+
+def _poll(store: Store, config: Config, every: bool) -> PollSummary:
+    poller = Poller(store, config.settings.fetch)
+    with _progress("polling") as advance:
+        summary = poller.run(every=every, progress=advance)
+    for failure in summary.failures:
+        err.print(f"{failure.name} <{failure.url}>: {failure.error}", markup=False)
+    click.echo(summary.line())
+    return summary
+
+
+def _build(store: Store, config: Config, at: datetime | None) -> list[Any]:
+    editions = build(store, config.settings, at)
+    for edition in editions:
+        click.echo(f"closed {edition.path}: {edition.title}")
+    if not editions:
+        click.echo("no new editions")
+    return editions
+
+
+def _render(store: Store, config: Config, only: list[Any] | None) -> RenderReport:
+    try:
+        report = render(store, config.settings, only)
+    except OSError as error:
+        err.print(f"cannot write the site: {error}", markup=False)
+        raise SystemExit(EXIT_FEEDS_FAILED) from None
+    click.echo(
+        f"rendered {len(report.written)} files ({len(report.unchanged)} unchanged) "
+        f"into {config.settings.site.output_dir}"
+    )
+    return report
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    if not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def _parse_at(text: str, config: Config) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"expected 'YYYY-MM-DD HH:MM', got {text!r}", param_hint="--at")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=config.settings.site.zone)
+    return moment.astimezone(UTC)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="digest", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

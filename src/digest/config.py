@@ -1,0 +1,320 @@
+"""Config stage: read feeds.yaml into typed, validated settings.
+
+Every problem is reported at once, each with the file, the line and the key path, so a user
+fixes a broken config in one pass. Nothing here touches the database or the network.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+FEED_SCHEMES = ("http", "https", "gemini", "file")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> timedelta:
+    """`30m`, `2h`, `1d` (or a number of seconds) as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return timedelta(seconds=value)
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        if seconds > 0:
+            return timedelta(seconds=seconds)
+    raise ValueError(f"expected a duration such as 30m, 2h or 1d, got {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSettings(_Strict):
+    title: str
+    base_url: str
+    gemini_base_url: str = ""
+    timezone: str = "UTC"
+    output_dir: Path = Path("public")
+    database: str = "sqlite:///digest.db"
+    templates: Path | None = None
+    author: str = ""
+    recent_count: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("base_url", "gemini_base_url")
+    @classmethod
+    def _slash_terminated(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        scheme = "gemini" if info.field_name == "gemini_base_url" else "http"
+        if not urlsplit(value).scheme.startswith(scheme) or not urlsplit(value).netloc:
+            raise ValueError(f"expected an absolute {scheme} URL, got {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class StreamSettings(_Strict):
+    title: str = "{date:%d/%m/%Y}: {headlines}"
+    summary: str = ""
+    schedule: str = "0 23 * * *"
+    sections: tuple[str, ...] = ()
+    default_section: str = "Leftovers"
+    lookback: Duration = timedelta(days=2)
+    min_items: int = Field(default=1, ge=1)
+    title_max: int = Field(default=110, ge=20)
+    label: str = ""  # what index pages call the stream; default: the title pattern's first words
+
+    @field_validator("schedule")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected a five-field cron expression, got {value!r}")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _pattern_formats(cls, value: str) -> str:
+        from datetime import date
+
+        try:
+            value.format(date=date(2000, 1, 2), headlines="A")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"bad title pattern {value!r}: {error}") from None
+        return value
+
+    def display_label(self, name: str) -> str:
+        return self.label or self.title.split("{", 1)[0].strip() or name
+
+
+class FeedSettings(_Strict):
+    url: str
+    name: str = ""
+    stream: str | None = None
+    section: str | None = None
+    own: bool = False
+    interval: Duration = timedelta(hours=1)
+    weight: int = 0
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in FEED_SCHEMES:
+            raise ValueError(f"expected an http, https, gemini or file URL, got {value!r}")
+        if parts.scheme != "file" and not parts.netloc:
+            raise ValueError(f"URL has no host: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _own_or_stream(self) -> FeedSettings:
+        if self.own and self.stream:
+            raise ValueError("an own feed belongs to no stream: drop 'stream' or 'own'")
+        if not self.own and not self.stream:
+            raise ValueError("needs a 'stream' (or 'own: true')")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or urlsplit(self.url).netloc or self.url
+
+
+class FetchSettings(_Strict):
+    timeout: float = Field(default=30.0, gt=0)
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    allow_private_networks: bool = False
+    user_agent: str = ""
+    concurrency: int = Field(default=50, ge=1, le=1000)
+    per_host: int = Field(default=2, ge=1, le=100)
+
+
+class Settings(_Strict):
+    site: SiteSettings
+    streams: dict[str, StreamSettings]
+    feeds: tuple[FeedSettings, ...] = ()
+    fetch: FetchSettings = FetchSettings()
+
+    @field_validator("streams")
+    @classmethod
+    def _stream_names(cls, value: dict[str, StreamSettings]) -> dict[str, StreamSettings]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+                raise ValueError(f"stream name {name!r} must be lower-case letters, digits, - or _")
+        return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings plus where they came from (for messages and relative paths)."""
+
+    path: Path
+    settings: Settings
+
+    @property
+    def output_dir(self) -> Path:
+        return self.settings.site.output_dir
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.site.database
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`; raise ConfigError listing every problem with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: not valid YAML: {getattr(error, 'problem', error)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: expected a mapping with site, streams and feeds"])
+    lines = dict(_key_lines(root)) if root is not None else {}
+    problems = [(lines.get(loc, 1), loc, message) for loc, message in _unknown_streams(data)]
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as error:
+        problems += _describe(error, lines)
+    if problems:
+        problems.sort(key=lambda problem: problem[0])
+        raise ConfigError(
+            [f"{path}:{line}: {_dotted(loc) or '(top)'}: {message}" for line, loc, message in problems]
+        )
+    return Config(path=path, settings=_resolve_paths(settings, path.parent.resolve()))
+
+
+def _unknown_streams(data: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Feeds naming a stream that is not defined (checked on the raw data, so this problem is
+    reported together with any others rather than only once everything else is valid)."""
+    streams = data.get("streams")
+    feeds = data.get("feeds")
+    if not isinstance(streams, dict) or not isinstance(feeds, list):
+        return
+    known = ", ".join(map(str, streams))
+    for index, feed in enumerate(feeds):
+        stream = feed.get("stream") if isinstance(feed, dict) else None
+        if isinstance(stream, str) and stream not in streams:
+            yield ("feeds", index, "stream"), f"unknown stream {stream!r} (known: {known})"
+
+
+def _describe(
+    error: ValidationError, lines: dict[tuple[Any, ...], int]
+) -> list[tuple[int, tuple[Any, ...], str]]:
+    problems = []
+    for problem in error.errors():
+        loc = tuple(problem["loc"])
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif problem["type"] == "missing":
+            message = "required key is missing"
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        problems.append((_line_of(loc, lines), loc, message))
+    return problems
+
+
+def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
+    """The line of the deepest key of `loc` that the file has (a missing key: its parent)."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], int]]:
+    """Map each key path of the YAML document to its 1-based line number."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, key_node.value)
+            yield key, key_node.start_mark.line + 1
+            yield from _key_lines(value_node, key)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = (*prefix, index)
+            yield key, item.start_mark.line + 1
+            yield from _key_lines(item, key)
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    """Paths and relative file: URLs are relative to the config file, not the working dir."""
+    site = settings.site
+    site = site.model_copy(
+        update={
+            "output_dir": base / site.output_dir,
+            "templates": base / site.templates if site.templates else None,
+            "database": _resolve_sqlite(site.database, base),
+        }
+    )
+    feeds = tuple(
+        feed.model_copy(update={"url": _resolve_file_url(feed.url, base)}) for feed in settings.feeds
+    )
+    return settings.model_copy(update={"site": site, "feeds": feeds})
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:":
+            return prefix + str(base / rest)
+    return url
+
+
+def _resolve_file_url(url: str, base: Path) -> str:
+    if not url.startswith("file:"):
+        return url
+    path = url.removeprefix("file://") if url.startswith("file://") else url.removeprefix("file:")
+    return (base / path).resolve().as_uri() if not path.startswith("/") else url

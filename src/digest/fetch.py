@@ -1,0 +1,527 @@
+"""Fetch stage: get the bytes for one feed URL, politely and safely.
+
+Owns conditional GET, size and time limits, redirects, status mapping and file:// reads.
+Knows nothing about parsing or the database: the caching state it needs comes in as data
+(`CacheState`) and goes out as data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import ipaddress
+import os
+import socket
+import stat
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    timeout: float = 30.0
+    max_bytes: int = 10 * 1024 * 1024
+    allow_private_networks: bool = False
+    user_agent: str = "digest/0.1 (+https://example.org/digest)"
+    concurrency: int = 50
+    per_host: int = 2
+    max_redirects: int = 5
+    # Networks (CIDR strings) reachable even when allow_private_networks is False, e.g. the
+    # one LAN host that serves a feed, without opening every private address to redirects.
+    allowed_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """What the last successful fetch left for the next one."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+
+
+class Outcome(enum.Enum):
+    OK = "ok"  # new body to parse
+    NOT_MODIFIED = "not_modified"  # 304
+    UNCHANGED = "unchanged"  # 200 with the same bytes as last time
+    GONE = "gone"  # 410: disable the feed
+    ERROR = "error"  # anything else: back off
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str
+    outcome: Outcome
+    status: int | None = None
+    final_url: str | None = None
+    permanent_url: str | None = None  # set only when every redirect hop was 301/308
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    cache: CacheState = field(default_factory=CacheState)
+    error: str | None = None
+    retry_after: datetime | None = None  # from Retry-After on 429/503
+    fresh_until: datetime | None = None  # from Cache-Control max-age / Expires
+
+
+_ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, "
+    "application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.8"
+)
+_ACCEPT_ENCODING = "gzip, deflate"
+
+_HTTP_SCHEMES = frozenset({"http", "https"})
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_SUCCESS = frozenset({Outcome.OK, Outcome.NOT_MODIFIED, Outcome.UNCHANGED})
+# A server's freshness claim only delays our next poll up to a day, so a bad header cannot
+# silence a feed for long; Retry-After gets a week for the same reason.
+_MAX_FRESHNESS = timedelta(days=1)
+_MAX_RETRY_AFTER = timedelta(days=7)
+_READ_CHUNK = 64 * 1024
+
+_Origin = tuple[str, str | None, int | None]  # scheme, host, port
+
+
+class _FetchError(Exception):
+    """A failure worded for the user; `Fetcher.fetch` turns it into an ERROR result."""
+
+
+class Fetcher:
+    """One shared aiohttp.ClientSession for a whole poll; an async context manager."""
+
+    def __init__(self, limits: FetchLimits) -> None:
+        self._limits = limits
+        self._policy = _AddressPolicy(
+            allow_private=limits.allow_private_networks,
+            allowed=tuple(ipaddress.ip_network(net) for net in limits.allowed_networks),
+        )
+        # Queue for slots here, before a fetch's deadline starts, so that many feeds on one
+        # host wait their turn instead of timing out in the connector's queue. The connector
+        # keeps the same limits as a hard cap on sockets (redirects can change host).
+        self._slots = asyncio.Semaphore(limits.concurrency)
+        self._host_slots: defaultdict[_Origin, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(limits.per_host)
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._handlers: dict[str, Callable[[str, CacheState], Awaitable[FetchResult]]] = {
+            "http": self._fetch_http,
+            "https": self._fetch_http,
+            "file": self._fetch_file,
+            "gemini": self._fetch_gemini,
+        }
+
+    async def __aenter__(self) -> Fetcher:
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.concurrency,
+            limit_per_host=self._limits.per_host,
+            resolver=_CheckingResolver(self._policy),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # The only deadline is our asyncio.timeout around the whole fetch.
+            timeout=aiohttp.ClientTimeout(),
+            # Feeds must not share cookies with each other.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, url: str, cache: CacheState = CacheState()) -> FetchResult:
+        """Fetch one feed URL; a bad feed gives an ERROR result, never an exception."""
+        scheme = urlsplit(url).scheme.lower()
+        handler = self._handlers.get(scheme)
+        if handler is None:
+            return _error(url, f"unsupported URL scheme {scheme!r} (use http, https, gemini or file)")
+        return await handler(url, cache)
+
+    async def _fetch_http(self, url: str, cache: CacheState) -> FetchResult:
+        try:
+            start = URL(url)
+        except ValueError as exc:
+            return _error(url, f"invalid URL: {exc}")
+        trail = _Trail(url, start)
+        async with self._host_slots[(start.scheme, start.host, start.port)], self._slots:
+            try:
+                async with asyncio.timeout(self._limits.timeout):
+                    return await self._follow(trail, cache)
+            except TimeoutError:
+                return trail.error(f"timed out after {self._limits.timeout:g}s")
+            except _FetchError as exc:
+                return trail.error(str(exc))
+            except aiohttp.ClientError as exc:
+                return trail.error(_describe_client_error(exc))
+
+    async def _follow(self, trail: _Trail, cache: CacheState) -> FetchResult:
+        """Request each hop ourselves so every hop meets the same checks and one deadline."""
+        if self._session is None:
+            raise RuntimeError("Fetcher.fetch called outside 'async with Fetcher(...)'")
+        headers = _request_headers(self._limits, cache)
+        while True:
+            self._policy.check_literal(trail.current)
+            async with self._session.get(
+                trail.current, headers=headers, allow_redirects=False
+            ) as resp:
+                trail.statuses.append(resp.status)
+                target = _redirect_target(resp)
+                if target is None:
+                    return await self._finish(trail, resp, cache)
+            if trail.redirects > self._limits.max_redirects:
+                raise _FetchError(f"too many redirects (more than {self._limits.max_redirects})")
+            trail.current = target
+
+    async def _finish(
+        self, trail: _Trail, resp: aiohttp.ClientResponse, cache: CacheState
+    ) -> FetchResult:
+        headers = _plain_headers(resp.headers)
+        now = datetime.now(UTC)
+        if resp.status == 200:
+            body = await _read_capped(resp.content, self._limits.max_bytes)
+            validators = CacheState(headers.get("etag"), headers.get("last-modified"))
+            outcome, kept_body, new_cache = _compare_body(body, cache, validators)
+            return trail.result(
+                outcome,
+                body=kept_body,
+                headers=headers,
+                cache=new_cache,
+                fresh_until=_fresh_until(headers, now),
+            )
+        if resp.status == 304:
+            # A 304 may carry new validators (RFC 9111 4.3.4); keep the old ones otherwise.
+            freshened = replace(
+                cache,
+                etag=headers.get("etag", cache.etag),
+                last_modified=headers.get("last-modified", cache.last_modified),
+            )
+            return trail.result(
+                Outcome.NOT_MODIFIED,
+                headers=headers,
+                cache=freshened,
+                fresh_until=_fresh_until(headers, now),
+            )
+        outcome = Outcome.GONE if resp.status == 410 else Outcome.ERROR
+        retry_after = None
+        if resp.status in _RETRY_AFTER_STATUSES:
+            retry_after = _parse_retry_after(headers.get("retry-after"), now)
+        return trail.result(
+            outcome, headers=headers, error=_status_text(resp), retry_after=retry_after
+        )
+
+    async def _fetch_file(self, url: str, cache: CacheState) -> FetchResult:
+        try:
+            body = await asyncio.to_thread(_read_file, _file_path(url), self._limits.max_bytes)
+        except _FetchError as exc:
+            return _error(url, str(exc))
+        outcome, kept_body, new_cache = _compare_body(body, cache, CacheState())
+        return FetchResult(url, outcome, final_url=url, body=kept_body, cache=new_cache)
+
+    async def _fetch_gemini(self, url: str, cache: CacheState) -> FetchResult:
+        return _error(url, "gemini:// is not supported yet")
+
+
+@dataclass
+class _Trail:
+    """The hops of one HTTP fetch so far, so any result can say where it ended."""
+
+    url: str
+    current: URL
+    statuses: list[int] = field(default_factory=list)
+
+    @property
+    def redirects(self) -> int:
+        return sum(status in _REDIRECT_STATUSES for status in self.statuses)
+
+    def result(
+        self,
+        outcome: Outcome,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        cache: CacheState | None = None,
+        error: str | None = None,
+        retry_after: datetime | None = None,
+        fresh_until: datetime | None = None,
+    ) -> FetchResult:
+        hops = self.statuses[:-1]
+        moved_for_good = bool(hops) and all(s in _PERMANENT_REDIRECT_STATUSES for s in hops)
+        return FetchResult(
+            url=self.url,
+            outcome=outcome,
+            status=self.statuses[-1] if self.statuses else None,
+            final_url=str(self.current),
+            permanent_url=str(self.current) if moved_for_good and outcome in _SUCCESS else None,
+            body=body,
+            headers=headers or {},
+            cache=cache or CacheState(),
+            error=error,
+            retry_after=retry_after,
+            fresh_until=fresh_until,
+        )
+
+    def error(self, message: str) -> FetchResult:
+        return self.result(Outcome.ERROR, error=message)
+
+
+@dataclass(frozen=True)
+class _AddressPolicy:
+    """Which IP addresses a fetch may connect to (the SSRF guard)."""
+
+    allow_private: bool
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def check(self, host: str, address: str) -> None:
+        if self.allow_private:
+            return
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if _is_public(ip) or any(ip in net for net in self.allowed):
+            return
+        who = f"{address} is" if host == address else f"{host} resolves to {address},"
+        raise _FetchError(
+            f"refused: {who} a {_address_kind(ip)} address "
+            "(set fetch.allow_private_networks to allow)"
+        )
+
+    def check_literal(self, url: URL) -> None:
+        """aiohttp skips the resolver for IP literals, so check those before connecting."""
+        host = url.host or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return
+        self.check(host, host)
+
+
+class _CheckingResolver(AbstractResolver):
+    """Resolves as usual, then refuses addresses the policy forbids: checked at connect time
+    for every hop, so DNS answers that change between hops cannot slip through."""
+
+    def __init__(self, policy: _AddressPolicy) -> None:
+        self._policy = policy
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._resolver.resolve(host, port, family)
+        for result in results:
+            self._policy.check(host, result["host"])
+        return results
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    # is_global alone lets multicast and some reserved ranges (NAT64) through.
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+def _address_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    # Most specific first: loopback and link-local addresses are also "private".
+    kinds = [
+        (ip.is_loopback, "loopback"),
+        (ip.is_link_local, "link-local"),
+        (ip.is_multicast, "multicast"),
+        (ip.is_unspecified, "unspecified"),
+        (ip.is_private, "private"),
+        (ip.is_reserved, "reserved"),
+    ]
+    return next((name for matches, name in kinds if matches), "non-public")
+
+
+def _request_headers(limits: FetchLimits, cache: CacheState) -> dict[str, str]:
+    headers = {
+        "User-Agent": limits.user_agent,
+        "Accept": _ACCEPT,
+        "Accept-Encoding": _ACCEPT_ENCODING,
+    }
+    if cache.etag is not None:
+        headers["If-None-Match"] = cache.etag
+    if cache.last_modified is not None:
+        headers["If-Modified-Since"] = cache.last_modified
+    return headers
+
+
+def _redirect_target(resp: aiohttp.ClientResponse) -> URL | None:
+    """Where a redirect points, or None when the response is not a redirect."""
+    if resp.status not in _REDIRECT_STATUSES:
+        return None
+    location = resp.headers.get("Location")
+    if not location:
+        raise _FetchError(f"{_status_text(resp)} without a Location header")
+    try:
+        target = resp.url.join(URL(location))
+    except ValueError:
+        raise _FetchError(f"invalid redirect Location: {location!r}") from None
+    if target.scheme not in _HTTP_SCHEMES:
+        raise _FetchError(
+            f"refused redirect to {target}: only http and https redirects are followed"
+        )
+    return target
+
+
+async def _read_capped(content: aiohttp.StreamReader, max_bytes: int) -> bytes:
+    """Read the decoded body, stopping as soon as it passes the cap (a gzip bomb stops here)."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in content.iter_chunked(_READ_CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise _FetchError(_too_large(max_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"body exceeds {max_bytes} bytes"
+
+
+def _compare_body(
+    body: bytes, old: CacheState, validators: CacheState
+) -> tuple[Outcome, bytes | None, CacheState]:
+    """The same bytes as last time need no parsing: UNCHANGED and no body."""
+    body_hash = hashlib.sha256(body).hexdigest()
+    new_cache = replace(validators, body_hash=body_hash)
+    if body_hash == old.body_hash:
+        return Outcome.UNCHANGED, None, new_cache
+    return Outcome.OK, body, new_cache
+
+
+def _plain_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    plain: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        # Repeated headers fold into one, as HTTP allows for list-valued fields.
+        plain[key] = f"{plain[key]}, {value}" if key in plain else value
+    return plain
+
+
+def _status_text(resp: aiohttp.ClientResponse) -> str:
+    reason = resp.reason
+    if not reason:
+        try:
+            reason = HTTPStatus(resp.status).phrase
+        except ValueError:
+            reason = ""
+    return f"HTTP {resp.status} {reason}".rstrip()
+
+
+def _parse_http_date(value: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    # A "-0000" zone parses as naive; HTTP dates are always GMT.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _parse_retry_after(value: str | None, now: datetime) -> datetime | None:
+    """Retry-After is delta seconds or an HTTP date."""
+    if value is None:
+        return None
+    delay = _delta_seconds(value)
+    if delay is not None:
+        return now + min(delay, _MAX_RETRY_AFTER)
+    when = _parse_http_date(value)
+    return None if when is None else min(when, now + _MAX_RETRY_AFTER)
+
+
+def _delta_seconds(value: str) -> timedelta | None:
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    digits = value.lstrip("0") or "0"
+    # int() refuses huge digit strings; past nine digits (31 years) every cap here applies.
+    return timedelta(seconds=int(digits) if len(digits) <= 9 else 10**9)
+
+
+def _fresh_until(headers: Mapping[str, str], now: datetime) -> datetime | None:
+    """The earliest next poll the server asks for, from Cache-Control max-age or Expires."""
+    directives = _cache_control(headers.get("cache-control", ""))
+    if "no-cache" in directives or "no-store" in directives:
+        return None
+    until: datetime | None = None
+    max_age = _delta_seconds(directives.get("max-age") or "")
+    if max_age is not None:
+        until = now + max_age
+    elif "expires" in headers:
+        until = _parse_http_date(headers["expires"])
+    if until is None or until <= now:
+        return None
+    return min(until, now + _MAX_FRESHNESS)
+
+
+def _cache_control(value: str) -> dict[str, str | None]:
+    directives: dict[str, str | None] = {}
+    for part in value.split(","):
+        name, _, argument = part.strip().partition("=")
+        if name:
+            directives[name.lower()] = argument.strip('"') if argument else None
+    return directives
+
+
+def _describe_client_error(exc: aiohttp.ClientError) -> str:
+    # Most specific classes first: each is a subclass of a later one.
+    match exc:
+        case aiohttp.ClientConnectorDNSError():
+            return f"could not resolve host {exc.host}"
+        case aiohttp.ClientConnectorCertificateError():
+            return f"TLS certificate of {exc.host} not accepted: {exc.certificate_error}"
+        case aiohttp.ClientConnectorError():
+            reason = os.strerror(exc.errno) if exc.errno else str(exc.os_error)
+            return f"could not connect to {exc.host}:{exc.port}: {reason}"
+        case aiohttp.ServerDisconnectedError():
+            return "server closed the connection before the response was complete"
+        case aiohttp.ClientPayloadError():
+            return f"broken response body: {exc}"
+        case aiohttp.ClientResponseError():
+            return f"invalid HTTP response: {exc.message}"
+        case aiohttp.InvalidURL():
+            return f"invalid URL: {exc}"
+    return f"network error: {exc or type(exc).__name__}"
+
+
+def _file_path(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise _FetchError(f"file:// URL names host {parts.netloc!r}: only local files are read")
+    return url2pathname(parts.path)
+
+
+def _read_file(path: str, max_bytes: int) -> bytes:
+    try:
+        # Checked before open(): opening a FIFO would block the worker thread forever.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise _FetchError(f"not a regular file: {path}")
+        with open(path, "rb") as file:
+            body = file.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise _FetchError(f"file not found: {path}") from None
+    except OSError as exc:
+        raise _FetchError(f"cannot read {path}: {exc.strerror}") from None
+    if len(body) > max_bytes:
+        raise _FetchError(_too_large(max_bytes))
+    return body
+
+
+def _error(url: str, message: str) -> FetchResult:
+    return FetchResult(url, Outcome.ERROR, error=message)

@@ -1,0 +1,212 @@
+"""Polling: fetch the due feeds, parse what changed, store the entries.
+
+Wiring only: fetch, parse and store each own their rules. Fetching runs concurrently on
+one event loop; parsing runs in a small process pool so both cores work (reader#261: parse
+in a bounded pool, not in every fetch worker); writes are short transactions, one per feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from digest import PROJECT_URL, __version__
+from digest.config import FetchSettings
+from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
+from digest.parse import ParsedFeed, ParseError, parse_feed
+from digest.store import FeedRow, FeedUpdate, Store, apply_feed_update, due_feeds, store_entries
+
+MAX_BACKOFF = timedelta(days=1)
+MAX_FRESHNESS = timedelta(days=1)
+JITTER = 0.1  # up to 10% of the interval, so feeds added together drift apart
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class FeedFailure:
+    name: str
+    url: str
+    error: str
+
+
+@dataclass
+class PollSummary:
+    polled: int = 0
+    fetched: int = 0
+    not_modified: int = 0
+    new_entries: int = 0
+    updated_entries: int = 0
+    failures: list[FeedFailure] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def line(self) -> str:
+        return (
+            f"polled {self.polled} feeds: {self.fetched} fetched, {self.not_modified} not modified, "
+            f"{self.new_entries} new entries, {self.updated_entries} updated, {self.failed} failed"
+        )
+
+
+def fetch_limits(settings: FetchSettings) -> FetchLimits:
+    return FetchLimits(
+        timeout=settings.timeout,
+        max_bytes=settings.max_bytes,
+        allow_private_networks=settings.allow_private_networks,
+        user_agent=settings.user_agent or f"digest/{__version__} (+{PROJECT_URL})",
+        concurrency=settings.concurrency,
+        per_host=settings.per_host,
+    )
+
+
+def next_poll_time(
+    now: datetime,
+    interval: timedelta,
+    failures: int,
+    *,
+    retry_after: datetime | None = None,
+    fresh_until: datetime | None = None,
+    rng: random.Random | None = None,
+) -> datetime:
+    """When to poll a feed next, given how many polls in a row have failed (0: this one worked).
+
+    Failures back off exponentially up to a day; a server's Retry-After and Cache-Control
+    freshness are honoured as the earliest time (reader#376: be polite or be blocked).
+    """
+    wait = interval if failures == 0 else min(interval * (2 ** min(failures, 20)), MAX_BACKOFF)
+    wait += wait * JITTER * (rng or random).random()
+    earliest = now + wait
+    for floor in (retry_after, fresh_until):
+        if floor is not None:
+            earliest = max(earliest, min(floor, now + MAX_FRESHNESS))
+    return earliest
+
+
+def _parse_job(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed | str:
+    """Runs in a worker process; a parse error comes back as its message."""
+    try:
+        return parse_feed(body, url=url, headers=headers)
+    except ParseError as error:
+        return f"not a feed: {error}"
+
+
+@dataclass(frozen=True)
+class _Due:
+    id: int
+    name: str
+    url: str
+    interval: timedelta
+    failures: int
+    cache: CacheState
+
+
+class Poller:
+    """Polls a store's due feeds once; `run` is the whole job, for the CLI and the daemon."""
+
+    def __init__(self, store: Store, fetch_settings: FetchSettings) -> None:
+        self.store = store
+        self.limits = fetch_limits(fetch_settings)
+
+    def run(
+        self, *, every: bool = False, progress: ProgressCallback | None = None
+    ) -> PollSummary:
+        return asyncio.run(self.poll(every=every, progress=progress))
+
+    async def poll(
+        self, *, every: bool = False, progress: ProgressCallback | None = None
+    ) -> PollSummary:
+        now = datetime.now(UTC)
+        with self.store.reading() as session:
+            due = [_due(row) for row in due_feeds(session, now, every=every)]
+        summary = PollSummary(polled=len(due))
+        if not due:
+            return summary
+        done = 0
+        with _parser_pool(len(due)) as pool:
+            async with Fetcher(self.limits) as fetcher:
+
+                async def one(feed: _Due) -> None:
+                    nonlocal done
+                    result = await fetcher.fetch(feed.url, feed.cache)
+                    parsed = await self._parse(pool, result)
+                    self._record(feed, result, parsed, summary)
+                    done += 1
+                    if progress:
+                        progress(done, len(due))
+
+                await asyncio.gather(*(one(feed) for feed in due))
+        return summary
+
+    async def _parse(self, pool: Executor, result: FetchResult) -> ParsedFeed | str | None:
+        if result.outcome is not Outcome.OK or result.body is None:
+            return None
+        loop = asyncio.get_running_loop()
+        url = result.final_url or result.url
+        return await loop.run_in_executor(pool, _parse_job, result.body, url, dict(result.headers))
+
+    def _record(
+        self, feed: _Due, result: FetchResult, parsed: ParsedFeed | str | None, summary: PollSummary
+    ) -> None:
+        now = datetime.now(UTC)
+        error = result.error if result.outcome in (Outcome.ERROR, Outcome.GONE) else None
+        if isinstance(parsed, str):
+            error = parsed
+        failures = 0 if error is None else feed.failures + 1
+        change = FeedUpdate(
+            polled_at=now,
+            next_poll_at=next_poll_time(
+                now,
+                feed.interval,
+                failures,
+                retry_after=result.retry_after,
+                fresh_until=result.fresh_until,
+            ),
+            status=str(result.status) if result.status else result.outcome.value,
+            ok=error is None,
+            error=error,
+            url=result.permanent_url,
+            etag=result.cache.etag,
+            last_modified=result.cache.last_modified,
+            body_hash=result.cache.body_hash,
+            disabled_reason=(
+                f"gone (HTTP 410) since {now:%Y-%m-%d}" if result.outcome is Outcome.GONE else None
+            ),
+            title=parsed.title if isinstance(parsed, ParsedFeed) else None,
+        )
+        with self.store.writing() as session:
+            apply_feed_update(session, feed.id, change)
+            if isinstance(parsed, ParsedFeed):
+                changes = store_entries(session, feed.id, parsed.entries, now)
+                summary.new_entries += len(changes.new)
+                summary.updated_entries += len(changes.changed)
+        if error is not None:
+            summary.failures.append(FeedFailure(feed.name, feed.url, error))
+        elif result.outcome is Outcome.OK:
+            summary.fetched += 1
+        else:
+            summary.not_modified += 1
+
+
+def _due(row: FeedRow) -> _Due:
+    return _Due(
+        id=row.id,
+        name=row.name,
+        url=row.url,
+        interval=timedelta(seconds=row.interval_seconds),
+        failures=row.failures,
+        cache=CacheState(row.etag, row.last_modified, row.body_hash),
+    )
+
+
+def _parser_pool(feeds: int) -> ProcessPoolExecutor:
+    # forkserver: forking a process that runs an event loop and threads is unsafe.
+    workers = max(1, min(os.cpu_count() or 1, feeds))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))

@@ -1,0 +1,309 @@
+"""Store stage: the database behind every other stage.
+
+Feeds as configured and their health, entries stored once per feed (upserts that run the
+same on SQLite and PostgreSQL), and the canonical URL that tells copies of a story apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from digest.config import FeedSettings
+from digest.parse import ParsedEntry
+from digest.store.db import Store, make_engine, upgrade_database
+from digest.store.models import Base, EditionItemRow, EditionRow, EntryRow, FeedRow
+
+__all__ = [
+    "Base",
+    "EditionItemRow",
+    "EditionRow",
+    "EntryChanges",
+    "EntryRow",
+    "FeedHealth",
+    "FeedRow",
+    "FeedUpdate",
+    "Store",
+    "apply_feed_update",
+    "canonical_url",
+    "due_feeds",
+    "feed_health",
+    "make_engine",
+    "plan_entry_changes",
+    "store_entries",
+    "sync_feeds",
+    "upgrade_database",
+]
+
+MAX_KEY_LENGTH = 600  # longer ids are hashed: they must fit a unique index on every engine
+
+# Query parameters that only say where a reader came from, not what they read.
+_TRACKING_PARAMS = frozenset(
+    {"fbclid", "gclid", "dclid", "msclkid", "mc_cid", "mc_eid", "igshid", "yclid", "ref_src"}
+)
+
+
+def canonical_url(url: str | None) -> str | None:
+    """The same story under another spelling of its URL maps to the same string."""
+    if not url:
+        return None
+    parts = urlsplit(url.strip())
+    scheme = "https" if parts.scheme in ("http", "https") else parts.scheme
+    host = (parts.hostname or "").lower().removeprefix("www.")
+    if parts.port and not (
+        (parts.scheme == "http" and parts.port == 80) or (parts.scheme == "https" and parts.port == 443)
+    ):
+        host = f"{host}:{parts.port}"
+    path = parts.path.rstrip("/") or ""
+    query = urlencode(
+        sorted(
+            (key, value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+            if not key.lower().startswith("utm_") and key.lower() not in _TRACKING_PARAMS
+        )
+    )
+    return urlunsplit((scheme, host, path, query, ""))
+
+
+def _entry_key(key: str) -> str:
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def sync_feeds(session: Session, feeds: Sequence[FeedSettings], now: datetime) -> None:
+    """Make the feeds table match feeds.yaml: new feeds due at once, dropped ones inactive."""
+    rows = {row.config_url: row for row in session.scalars(select(FeedRow))}
+    for feed in feeds:
+        row = rows.pop(feed.url, None)
+        if row is None:
+            row = FeedRow(config_url=feed.url, url=feed.url, next_poll_at=now, failures=0)
+            session.add(row)
+        row.name = feed.display_name
+        row.stream = feed.stream
+        row.section = feed.section
+        row.own = feed.own
+        row.weight = feed.weight
+        row.interval_seconds = int(feed.interval.total_seconds())
+        row.active = True
+    for row in rows.values():
+        row.active = False
+
+
+def due_feeds(session: Session, now: datetime, *, every: bool = False) -> list[FeedRow]:
+    """Active, enabled feeds whose next poll time has come (all of them with `every`)."""
+    query = select(FeedRow).where(FeedRow.active, FeedRow.disabled_reason.is_(None))
+    if not every:
+        query = query.where((FeedRow.next_poll_at.is_(None)) | (FeedRow.next_poll_at <= now))
+    return list(session.scalars(query.order_by(FeedRow.next_poll_at, FeedRow.id)))
+
+
+@dataclass(frozen=True)
+class FeedUpdate:
+    """What one poll of a feed changes in its row; computed by the poller, applied here."""
+
+    polled_at: datetime
+    next_poll_at: datetime
+    status: str  # "200", "304", "unchanged", "404", "error", ...
+    ok: bool
+    error: str | None = None
+    url: str | None = None  # a new URL after permanent redirects
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    disabled_reason: str | None = None
+    title: str | None = None
+
+
+def apply_feed_update(session: Session, feed_id: int, change: FeedUpdate) -> None:
+    values: dict[str, Any] = {
+        "last_poll_at": change.polled_at,
+        "next_poll_at": change.next_poll_at,
+        "last_status": change.status,
+        "claimed_by": None,
+        "lease_until": None,
+    }
+    if change.ok:
+        values |= {
+            "last_ok_at": change.polled_at,
+            "last_error": None,
+            "failures": 0,
+            "etag": change.etag,
+            "last_modified": change.last_modified,
+            "body_hash": change.body_hash,
+        }
+        if change.url:
+            values["url"] = change.url
+        if change.title:
+            values["title"] = change.title
+    else:
+        values |= {"last_error": change.error, "failures": FeedRow.failures + 1}
+    if change.disabled_reason:
+        values["disabled_reason"] = change.disabled_reason
+    session.execute(update(FeedRow).where(FeedRow.id == feed_id).values(**values))
+
+
+@dataclass(frozen=True)
+class EntryChanges:
+    new: list[ParsedEntry] = field(default_factory=list)
+    changed: list[ParsedEntry] = field(default_factory=list)
+
+
+def plan_entry_changes(
+    stored: Mapping[str, str], parsed: Iterable[ParsedEntry]
+) -> EntryChanges:
+    """Which parsed entries are new and which changed, given stored key -> content hash.
+
+    Pure, so the "what changed?" rule is tested without a database or a server. An entry
+    repeated inside one feed counts once (the first copy wins, as feeds list newest first).
+    """
+    changes = EntryChanges()
+    seen: set[str] = set()
+    for entry in parsed:
+        key = _entry_key(entry.key)
+        if key in seen:
+            continue
+        seen.add(key)
+        if key not in stored:
+            changes.new.append(entry)
+        elif stored[key] != entry.content_hash:
+            changes.changed.append(entry)
+    return changes
+
+
+def store_entries(
+    session: Session, feed_id: int, entries: Sequence[ParsedEntry], now: datetime
+) -> EntryChanges:
+    """Insert new entries and update changed ones; a second call with the same entries is a no-op."""
+    keys = [_entry_key(entry.key) for entry in entries]
+    stored: dict[str, str] = {}
+    for chunk in _chunks(keys, 500):
+        stored.update(
+            session.execute(
+                select(EntryRow.key, EntryRow.content_hash).where(
+                    EntryRow.feed_id == feed_id, EntryRow.key.in_(chunk)
+                )
+            ).tuples()
+        )
+    changes = plan_entry_changes(stored, entries)
+    rows = [_entry_values(feed_id, entry, now) for entry in changes.new + changes.changed]
+    if rows:
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        statement = insert(EntryRow)
+        # On conflict (an entry stored meanwhile by another poller, or a changed one) update
+        # the content but keep first_seen_at: the entry's place in editions does not move.
+        statement = statement.on_conflict_do_update(
+            index_elements=[EntryRow.feed_id, EntryRow.key],
+            set_={
+                name: statement.excluded[name]
+                for name in (
+                    "title",
+                    "link",
+                    "canonical_url",
+                    "summary",
+                    "content_html",
+                    "author",
+                    "published_at",
+                    "updated_at",
+                    "content_hash",
+                )
+            },
+        )
+        for chunk_rows in _chunks(rows, 200):
+            session.execute(statement, chunk_rows)
+    return changes
+
+
+def _entry_values(feed_id: int, entry: ParsedEntry, now: datetime) -> dict[str, Any]:
+    return {
+        "feed_id": feed_id,
+        "key": _entry_key(entry.key),
+        "title": entry.title,
+        "link": entry.link,
+        "canonical_url": canonical_url(entry.link),
+        "summary": entry.summary,
+        "content_html": entry.content_html,
+        "author": entry.author,
+        "published_at": entry.published or now,
+        "first_seen_at": now,
+        "updated_at": now,
+        "content_hash": entry.content_hash,
+    }
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class FeedHealth:
+    name: str
+    url: str
+    config_url: str
+    stream: str | None
+    own: bool
+    entries: int
+    last_ok: datetime | None
+    last_poll: datetime | None
+    last_status: str | None
+    last_error: str | None
+    failures: int
+    next_poll: datetime | None
+    disabled: bool
+    disabled_reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        def when(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "name": self.name,
+            "url": self.url,
+            "config_url": self.config_url,
+            "stream": self.stream,
+            "own": self.own,
+            "entries": self.entries,
+            "last_ok": when(self.last_ok),
+            "last_poll": when(self.last_poll),
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "failures": self.failures,
+            "next_poll": when(self.next_poll),
+            "disabled": self.disabled,
+            "disabled_reason": self.disabled_reason,
+        }
+
+
+def feed_health(session: Session) -> list[FeedHealth]:
+    counts = dict(
+        session.execute(select(EntryRow.feed_id, func.count()).group_by(EntryRow.feed_id)).tuples()
+    )
+    rows = session.scalars(select(FeedRow).where(FeedRow.active).order_by(FeedRow.id))
+    return [
+        FeedHealth(
+            name=row.name,
+            url=row.url,
+            config_url=row.config_url,
+            stream=row.stream,
+            own=row.own,
+            entries=counts.get(row.id, 0),
+            last_ok=row.last_ok_at,
+            last_poll=row.last_poll_at,
+            last_status=row.last_status,
+            last_error=row.last_error,
+            failures=row.failures,
+            next_poll=row.next_poll_at,
+            disabled=row.disabled_reason is not None,
+            disabled_reason=row.disabled_reason,
+        )
+        for row in rows
+    ]

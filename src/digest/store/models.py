@@ -1,0 +1,153 @@
+"""The schema: feeds, entries, editions and edition items.
+
+alembic (alembic/ at the top of the repository) owns how it is created and changed;
+`alembic check` keeps these models and the migrations in step.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every engine (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class FeedRow(Base):
+    __tablename__ = "feeds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    config_url: Mapped[str] = mapped_column(String(2048), unique=True)  # identity: the URL in feeds.yaml
+    url: Mapped[str] = mapped_column(String(2048))  # where it is fetched now (301/308 change it)
+    name: Mapped[str] = mapped_column(String(300))
+    stream: Mapped[str | None] = mapped_column(String(100))
+    section: Mapped[str | None] = mapped_column(String(300))
+    own: Mapped[bool] = mapped_column(Boolean, default=False)
+    weight: Mapped[int] = mapped_column(Integer, default=0)
+    interval_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # still listed in feeds.yaml
+    title: Mapped[str | None] = mapped_column(Text)  # as the feed calls itself
+
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    body_hash: Mapped[str | None] = mapped_column(String(80))
+
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[str | None] = mapped_column(String(40))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_feeds_due", "active", "next_poll_at"),)
+
+
+class EntryRow(Base):
+    __tablename__ = "entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feeds.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(600))  # identity within the feed
+    title: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(Text)
+    canonical_url: Mapped[str | None] = mapped_column(String(2048), index=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    content_html: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    content_hash: Mapped[str] = mapped_column(String(80))
+
+    __table_args__ = (UniqueConstraint("feed_id", "key", name="uq_entries_feed_key"),)
+
+
+class EditionRow(Base):
+    __tablename__ = "editions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(100))
+    date: Mapped[date] = mapped_column(Date)  # local date of closed_at
+    number: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # The exactly-once key: a second runner closing the same edition fails here.
+        UniqueConstraint("stream", "date", "number", name="uq_editions_stream_date_number"),
+        Index("ix_editions_stream_closed", "stream", "closed_at"),
+    )
+
+
+class EditionItemRow(Base):
+    """A copy of an entry as it was when its edition closed: editions never change."""
+
+    __tablename__ = "edition_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id"), unique=True)
+    stream: Mapped[str] = mapped_column(String(100))
+    section: Mapped[str] = mapped_column(String(300))
+    source: Mapped[str] = mapped_column(String(300))
+    title: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(Text)
+    canonical_url: Mapped[str | None] = mapped_column(String(2048))
+    blurb: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_edition_items_edition", "edition_id", "position"),
+        Index("ix_edition_items_stream_canonical", "stream", "canonical_url"),
+    )
