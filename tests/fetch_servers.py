@@ -54,10 +54,14 @@ async def raw_server(handler: StreamHandler) -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-async def drip_one_byte_per_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def drip_one_byte_per_second(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     """Headers at once, then a 1000-byte body at one byte a second."""
     await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nContent-Length: 1000\r\n\r\n")
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nContent-Length: 1000\r\n\r\n"
+    )
     for _ in range(1000):
         writer.write(b"<")
         await writer.drain()

@@ -126,7 +126,7 @@ def _candidates(
             ~in_edition.exists(),
         )
         .order_by(EntryRow.published_at, EntryRow.id)
-    ).tuples()
+    ).all()
     known = set(stream.sections)
     return [
         _Candidate(
@@ -155,7 +155,7 @@ def _carriers(session: Session, name: str, canonicals: list[str]) -> dict[str, i
                 .join(FeedRow, EntryRow.feed_id == FeedRow.id)
                 .where(FeedRow.stream == name, EntryRow.canonical_url.in_(chunk))
                 .group_by(EntryRow.canonical_url)
-            ).tuples()
+            ).all()
         )
     return counts
 

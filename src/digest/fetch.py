@@ -149,7 +149,9 @@ class Fetcher:
         scheme = urlsplit(url).scheme.lower()
         handler = self._handlers.get(scheme)
         if handler is None:
-            return _error(url, f"unsupported URL scheme {scheme!r} (use http, https, gemini or file)")
+            return _error(
+                url, f"unsupported URL scheme {scheme!r} (use http, https, gemini or file)"
+            )
         return await handler(url, cache)
 
     async def _fetch_http(self, url: str, cache: CacheState) -> FetchResult:
@@ -416,12 +418,11 @@ def _plain_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
 
 
 def _status_text(resp: aiohttp.ClientResponse) -> str:
-    reason = resp.reason
-    if not reason:
-        try:
-            reason = HTTPStatus(resp.status).phrase
-        except ValueError:
-            reason = ""
+    # The standard phrase, not the server's: servers shout ("NOT FOUND") or leave it out.
+    try:
+        reason = HTTPStatus(resp.status).phrase
+    except ValueError:
+        reason = resp.reason or ""
     return f"HTTP {resp.status} {reason}".rstrip()
 
 

@@ -6,9 +6,24 @@ Knows nothing about the network or the database, so it runs in a worker process.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import email.utils
+import hashlib
+import html
+import io
+import json
+import re
+import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import feedparser
+import nh3
 
 
 class ParseError(Exception):
@@ -34,6 +49,248 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
 
 
+SAFE_SCHEMES = frozenset({"http", "https", "gemini"})
+BLURB_WORDS = 60
+BLURB_CHARS = 500  # text without spaces (CJK) would otherwise be one endless "word"
+TITLE_FALLBACK_WORDS = 12
+TITLE_CHARS = 300
+AUTHOR_CHARS = 200
+MAX_KEY_CHARS = 500  # the store's key column holds 600; longer identities are hashed
+
+JSON_TYPES = frozenset({"application/feed+json", "application/json"})
+
+# urljoin resolves relative references only for schemes it knows; gemini URLs resolve like http.
+for _known in (urllib.parse.uses_relative, urllib.parse.uses_netloc):
+    if "gemini" not in _known:
+        _known.append("gemini")
+
+
+# --- plain text -------------------------------------------------------------------------------
+
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# C0/C1 controls that are not whitespace, lone surrogates (JSON can carry them) and bidi
+# controls are deleted; the whitespace controls (tab, newline, ...) are folded by str.split.
+_DROP = {
+    cp: None
+    for cp in (*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000))
+    if not chr(cp).isspace()
+} | {ord(c): None for c in _BIDI_CONTROLS}
+
+
+def clean_text(text: str) -> str:
+    """Text safe for one line of any output: no control or bidi characters, single spaces."""
+    return " ".join(text.translate(_DROP).split())
+
+
+# Tags that separate words: kept by the first pass only so they can become spaces.
+_BREAK_TAGS = {
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
+    "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol", "p",
+    "pre", "section", "table", "td", "th", "tr", "ul",
+}  # fmt: skip
+_TEXT_CLEANER = nh3.Cleaner(
+    tags=_BREAK_TAGS,
+    attributes={},
+    clean_content_tags={"script", "style"},
+    link_rel=None,
+)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def html_to_text(fragment: str) -> str:
+    """Plain text of an HTML fragment, each entity decoded exactly once."""
+    # nh3 parses like a browser and escapes all text it outputs, so every '<' left is one of the
+    # bare break tags, and the single unescape decodes what the author wrote, never twice.
+    kept = _TEXT_CLEANER.clean(fragment)
+    return clean_text(html.unescape(_TAG.sub(" ", kept)))
+
+
+def shorten(text: str, words: int | None, chars: int) -> str:
+    """The first words of text (at most chars long), ending with '…' when cut."""
+    parts = text.split(" ")
+    cut = text if words is None or len(parts) <= words else " ".join(parts[:words])
+    if len(cut) > chars:
+        cut = cut[:chars].rsplit(" ", 1)[0] if " " in cut[:chars] else cut[:chars]
+    return text if cut == text else cut.rstrip(" ,;:") + "…"
+
+
+# --- URLs and HTML ----------------------------------------------------------------------------
+
+_URL_SPACE = re.compile(r"\s")
+
+
+def absolute_url(raw: str | None, base: str) -> str | None:
+    """raw resolved against base, or None unless it is an http, https or gemini URL."""
+    if not raw:
+        return None
+    # As browsers do: trim, drop tabs and newlines, percent-encode any other space.
+    cleaned = re.sub(r"[\t\n\r]", "", raw.translate(_DROP).strip())
+    cleaned = _URL_SPACE.sub(lambda m: urllib.parse.quote(m.group()), cleaned)
+    try:
+        absolute = urljoin(base, cleaned)
+        parts = urlsplit(absolute)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    if parts.scheme.lower() not in SAFE_SCHEMES or not host:
+        return None
+    return absolute
+
+
+_CONTENT_TAGS = set(nh3.ALLOWED_TAGS)
+_CONTENT_ATTRIBUTES = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()} | {
+    "*": {"lang", "title"}
+}
+
+
+def clean_html(fragment: str, base: str) -> str | None:
+    """Sanitized HTML with absolute safe URLs, or None when nothing visible is left."""
+
+    def resolve(url: str) -> str | None:
+        return absolute_url(url, base)
+
+    cleaned = nh3.clean(
+        fragment,
+        tags=_CONTENT_TAGS,
+        clean_content_tags={"script", "style"},
+        attributes=_CONTENT_ATTRIBUTES,
+        link_rel="noopener noreferrer nofollow",
+        url_schemes=set(SAFE_SCHEMES),
+        url_relative=resolve,
+    ).strip()
+    return cleaned or None
+
+
+# --- entities ---------------------------------------------------------------------------------
+
+_DOCTYPE_TOKEN = re.compile(
+    r"\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|<!--.*?(?:-->|\Z)|<\?.*?(?:\?>|\Z)|[\[\]>]", re.S
+)
+_ENCODING_DECL = re.compile(rb"""^[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_SNIFF = (
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\x00", "utf-32-be"),
+    (b"\xfe\xff", "utf-16-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\x00", "utf-16-be"),
+    (b"\x4c\x6f\xa7\x94", "cp037"),  # '<?xm' in EBCDIC, which feedparser also reads
+)
+
+
+def _sniffed_codec(body: bytes) -> str:
+    for prefix, name in _SNIFF:
+        if body.startswith(prefix):
+            return name
+    if body[1:4] == b"\x00\x00\x00":
+        return "utf-32-le"
+    return "utf-16-le" if body[1:2] == b"\x00" else "latin-1"
+
+
+def _candidate_texts(body: bytes, charset: str | None) -> list[str]:
+    """The body decoded each way feedparser might decode it."""
+    declared = _ENCODING_DECL.match(body[:200].replace(b"\x00", b""))
+    texts: dict[str, str] = {}
+    for name in (_sniffed_codec(body), charset, declared.group(1).decode() if declared else None):
+        # Unknown names and bytes-to-bytes codecs (hex, zlib...) raise: feedparser cannot use
+        # them either.
+        with contextlib.suppress(LookupError, ValueError):
+            codec = codecs.lookup(name or "").name
+            if codec not in texts:
+                texts[codec] = body.decode(codec, "replace")
+    return list(texts.values())
+
+
+def _prolog(text: str) -> str:
+    """Everything before the root element.
+
+    Comments, processing instructions and the DOCTYPE (with its internal subset) are skipped
+    whole, so a '<a' hidden inside them cannot end the prolog early.
+    """
+    i = 0
+    while (i := text.find("<", i)) >= 0:
+        if text.startswith(("<?", "<!--"), i):
+            closer = "?>" if text.startswith("<?", i) else "-->"
+            end = text.find(closer, i + 2)
+            i = len(text) if end < 0 else end + len(closer)
+        elif text[i : i + 9].lower() == "<!doctype":
+            i = _doctype_end(text, i + 9)
+        elif text[i + 1 : i + 2].isalpha() or text[i + 1 : i + 2] in ("_", ":"):
+            return text[:i]
+        else:
+            i += 1
+    return text
+
+
+def _doctype_end(text: str, start: int) -> int:
+    depth = 0
+    for token in _DOCTYPE_TOKEN.finditer(text, start):
+        if token.group() == "[":
+            depth += 1
+        elif token.group() == "]":
+            depth -= 1
+        elif token.group() == ">" and depth <= 0:
+            return token.end()
+    return len(text)
+
+
+def declares_entities(body: bytes, charset: str | None = None) -> bool:
+    """Whether the document declares XML entities before its root element."""
+    return any("<!entity" in _prolog(text).lower() for text in _candidate_texts(body, charset))
+
+
+# --- shared entry assembly --------------------------------------------------------------------
+
+
+def _digest(*parts: str | None) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+
+
+def _entry(
+    *,
+    entry_id: str | None,
+    title: str,
+    link: str | None,
+    text: str,
+    content_html: str | None,
+    author: str | None,
+    when: datetime | None,
+    now: datetime,
+) -> ParsedEntry | None:
+    """One normalized entry, or None when it has nothing a reader could see or follow."""
+    summary = shorten(text, BLURB_WORDS, BLURB_CHARS)
+    title = shorten(title, None, TITLE_CHARS) or shorten(text, TITLE_FALLBACK_WORDS, TITLE_CHARS)
+    title = title or link or ""
+    if not title:
+        return None
+    identity = clean_text(entry_id or "") or link
+    if identity and len(identity) <= MAX_KEY_CHARS:
+        key = identity
+    else:
+        # The unclamped date: a clamped one would change from run to run.
+        key = "sha256:" + _digest(identity or title, when.isoformat() if when else None)
+    return ParsedEntry(
+        key=key,
+        title=title,
+        link=link,
+        summary=summary,
+        content_html=content_html,
+        author=shorten(author, None, AUTHOR_CHARS) if author else None,
+        published=min(when, now) if when else None,
+        content_hash=_digest(title, link, summary, content_html),
+    )
+
+
+def _media_type(headers: Mapping[str, str]) -> tuple[str, str | None]:
+    """(type/subtype, charset) of the content-type header."""
+    fields = headers.get("content-type", "").split(";")
+    charset = next(
+        (v.split("=", 1)[1].strip(" \"'") for v in fields[1:] if v.strip().startswith("charset=")),
+        None,
+    )
+    return fields[0].strip().lower(), charset
+
+
 def parse_feed(
     body: bytes,
     *,
@@ -41,4 +298,258 @@ def parse_feed(
     headers: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> ParsedFeed:
-    raise NotImplementedError
+    """Normalize one fetched body: RSS, RDF, Atom, JSON Feed or a gemsub page."""
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    now = datetime.now(UTC) if now is None else _as_utc(now)
+    media_type, charset = _media_type(lowered)
+    if not body.strip():
+        raise ParseError("not a feed: the body is empty")
+    if _is_gemtext(media_type, url):
+        return _parse_gemsub(body, url=url, now=now)
+    start = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if start == b"{" or (media_type in JSON_TYPES and start != b"<"):
+        return _parse_json(body, url=url, now=now)
+    if declares_entities(body, charset):
+        raise ParseError("refused: the document declares XML entities")
+    return _parse_xml(body, url=url, headers=lowered, media_type=media_type, now=now)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """Aware UTC; a naive time is read as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# --- RSS, RDF and Atom through feedparser -----------------------------------------------------
+
+
+def _parse_xml(
+    body: bytes, *, url: str, headers: dict[str, str], media_type: str, now: datetime
+) -> ParsedFeed:
+    # feedparser resolves xml:base and relative links against content-location.
+    headers["content-location"] = urljoin(url, headers.get("content-location", url))
+    parsed = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=headers,
+        sanitize_html=False,
+        resolve_relative_uris=False,
+    )
+    version = parsed.get("version") or ""
+    if not parsed.entries and not version:
+        reason = parsed.get("bozo_exception")
+        detail = str(reason).removeprefix("<unknown>:") if reason else "no RSS, RDF or Atom root"
+        looks_html = media_type in ("text/html", "application/xhtml+xml") or re.match(
+            rb"\s*(<!doctype html|<html)", body[:200], re.I
+        )
+        raise ParseError(f"not a feed{' (an HTML page)' if looks_html else ''}: {detail}")
+    # Atom declares whether a text is plain or HTML; in RSS feedparser only guesses, and titles
+    # there carry escaped markup often enough that reading them as HTML is the safer choice.
+    declared = version.startswith("atom")
+    feed = parsed.feed
+    feed_author = _fp_author(feed)
+    entries = []
+    for item in parsed.entries:
+        entry = _fp_entry(item, url=url, declared=declared, feed_author=feed_author, now=now)
+        if entry is not None:
+            entries.append(entry)
+    title = _fp_text(feed.get("title_detail"), declared)
+    return ParsedFeed(
+        title=title or None, link=absolute_url(feed.get("link"), url), entries=tuple(entries)
+    )
+
+
+def _fp_text(detail: Mapping[str, Any] | None, declared: bool) -> str:
+    if not detail:
+        return ""
+    value = str(detail.get("value") or "")
+    if declared and detail.get("type") == "text/plain":
+        return clean_text(value)
+    return html_to_text(value)
+
+
+def _fp_html(detail: Mapping[str, Any], base: str) -> str | None:
+    kind = str(detail.get("type") or "text/html")
+    value = str(detail.get("value") or "")
+    if "html" not in kind and not kind.startswith("text/"):
+        return None  # an image, a base64 blob or an out-of-line src: nothing to show inline
+    if "html" not in kind:
+        value = html.escape(value)
+    return clean_html(value, urljoin(base, str(detail.get("base") or base)))
+
+
+def _fp_author(item: Mapping[str, Any]) -> str | None:
+    detail = item.get("author_detail") or {}
+    return clean_text(str(detail.get("name") or item.get("author") or "")) or None
+
+
+def _fp_date(item: Mapping[str, Any]) -> datetime | None:
+    # feedparser normalizes its *_parsed tuples to UTC and reads naive times as UTC.
+    for name in ("published_parsed", "updated_parsed"):
+        value: time.struct_time | None = item.get(name)
+        if value is not None:
+            try:
+                return datetime(*value[:6], tzinfo=UTC)
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def _fp_entry(
+    item: Mapping[str, Any], *, url: str, declared: bool, feed_author: str | None, now: datetime
+) -> ParsedEntry | None:
+    summary_detail = item.get("summary_detail")
+    contents = [c for c in item.get("content") or [] if c.get("value")]
+    content = next((c for c in contents if "html" in str(c.get("type"))), None)
+    content = content or (contents[0] if contents else summary_detail)
+    text = _fp_text(summary_detail, declared) or _fp_text(content, declared)
+    return _entry(
+        entry_id=item.get("id"),
+        title=_fp_text(item.get("title_detail"), declared),
+        link=absolute_url(item.get("link"), url),
+        text=text,
+        content_html=_fp_html(content, url) if content else None,
+        author=_fp_author(item) or feed_author,
+        when=_fp_date(item),
+        now=now,
+    )
+
+
+# --- JSON Feed --------------------------------------------------------------------------------
+
+
+def _json_str(obj: Mapping[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if isinstance(value, int | float) and not isinstance(value, bool) and name == "id":
+        value = str(value)  # ids should be strings, but numbers are common
+    if not isinstance(value, str):
+        return None
+    # Lone surrogates (legal in JSON escapes) cannot be encoded: make them U+FFFD.
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _json_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return _as_utc(datetime.fromisoformat(value.strip()))
+    except ValueError:
+        pass
+    try:  # some generators write RFC 822 dates despite the spec
+        return _as_utc(email.utils.parsedate_to_datetime(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _json_author(obj: Mapping[str, Any]) -> str | None:
+    authors = obj.get("authors")
+    candidates = authors if isinstance(authors, list) else [obj.get("author")]
+    for author in candidates:
+        if isinstance(author, dict):
+            name = clean_text(_json_str(author, "name") or "")
+            if name:
+                return name
+    return None
+
+
+def _parse_json(body: bytes, *, url: str, now: datetime) -> ParsedFeed:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ParseError(f"not a feed: invalid JSON: {exc}") from exc
+    version = document.get("version") if isinstance(document, dict) else None
+    items = document.get("items") if isinstance(document, dict) else None
+    if not isinstance(version, str) or "jsonfeed.org/version/" not in version:
+        raise ParseError("not a feed: JSON without a JSON Feed version")
+    if not isinstance(items, list):
+        raise ParseError("not a feed: JSON Feed without an items list")
+    base = url
+    for name in ("feed_url", "home_page_url"):
+        if candidate := absolute_url(_json_str(document, name), url):
+            base = candidate
+            break
+    feed_author = _json_author(document)
+    entries = []
+    for item in items:
+        if isinstance(item, dict):
+            entry = _json_entry(item, base=base, feed_author=feed_author, now=now)
+            if entry is not None:
+                entries.append(entry)
+    return ParsedFeed(
+        title=clean_text(_json_str(document, "title") or "") or None,
+        link=absolute_url(_json_str(document, "home_page_url"), url),
+        entries=tuple(entries),
+    )
+
+
+def _json_entry(
+    item: Mapping[str, Any], *, base: str, feed_author: str | None, now: datetime
+) -> ParsedEntry | None:
+    content_html = _json_str(item, "content_html")
+    content_text = _json_str(item, "content_text")
+    if content_html:
+        cleaned = clean_html(content_html, base)
+    else:
+        cleaned = clean_html(html.escape(content_text), base) if content_text else None
+    text = (
+        clean_text(_json_str(item, "summary") or "")
+        or clean_text(content_text or "")
+        or html_to_text(content_html or "")
+    )
+    link = absolute_url(_json_str(item, "url"), base) or absolute_url(
+        _json_str(item, "external_url"), base
+    )
+    return _entry(
+        entry_id=_json_str(item, "id"),
+        title=clean_text(_json_str(item, "title") or ""),
+        link=link,
+        text=text,
+        content_html=cleaned,
+        author=_json_author(item) or feed_author,
+        when=_json_date(_json_str(item, "date_published"))
+        or _json_date(_json_str(item, "date_modified")),
+        now=now,
+    )
+
+
+# --- gemsub (a gemtext page subscribed to as a feed) ------------------------------------------
+
+_GEM_LINK = re.compile(r"=>[ \t]*(\S+)[ \t]+(\d{4}-\d{2}-\d{2})(?![0-9])(.*)")
+# The separator between date and title must be followed by a space (or be a colon), so a title
+# such as "-10 degrees" keeps its sign.
+_GEM_SEPARATOR = re.compile(r"^[ \t]*(?:[-–—:|·~]+[ \t]+|:)?")
+
+
+def _is_gemtext(media_type: str, url: str) -> bool:
+    if media_type:
+        return media_type == "text/gemini"
+    parts = urlsplit(url)
+    return parts.path.endswith(".gmi") or (
+        parts.scheme.lower() == "gemini" and (parts.path == "" or parts.path.endswith("/"))
+    )
+
+
+def _parse_gemsub(body: bytes, *, url: str, now: datetime) -> ParsedFeed:
+    title: str | None = None
+    entries = []
+    for line in body.decode("utf-8", errors="replace").splitlines():
+        if title is None and line.startswith("#") and not line.startswith("##"):
+            title = clean_text(line[1:]) or None
+        match = _GEM_LINK.fullmatch(line)
+        if not match:
+            continue
+        try:
+            day = date.fromisoformat(match.group(2))
+        except ValueError:
+            continue
+        entry = _entry(
+            entry_id=None,
+            title=clean_text(_GEM_SEPARATOR.sub("", match.group(3), count=1)),
+            link=absolute_url(match.group(1), url),
+            text="",
+            content_html=None,
+            author=None,
+            when=datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+            now=now,
+        )
+        if entry is not None:
+            entries.append(entry)
+    return ParsedFeed(title=title, link=absolute_url(url, url), entries=tuple(entries))

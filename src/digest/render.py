@@ -94,7 +94,7 @@ _NONCHARACTERS = "".join(
 # C0/C1 controls, bidi marks/embeddings/overrides/isolates, BOM, surrogates, noncharacters:
 # invisible or able to reorder or break the text around them, and some are invalid in XML.
 _UNWANTED = re.compile(
-    "[\x00-\x08\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff"
     f"\ud800-\udfff\ufdd0-\ufdef{_NONCHARACTERS}]"
 )
 _SPACES = re.compile(" {2,}")

@@ -191,34 +191,28 @@ def store_entries(
                 select(EntryRow.key, EntryRow.content_hash).where(
                     EntryRow.feed_id == feed_id, EntryRow.key.in_(chunk)
                 )
-            ).tuples()
+            ).all()
         )
     changes = plan_entry_changes(stored, entries)
-    rows = [_entry_values(feed_id, entry, now) for entry in changes.new + changes.changed]
-    if rows:
+    if changes.new:
         insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        statement = insert(EntryRow)
-        # On conflict (an entry stored meanwhile by another poller, or a changed one) update
-        # the content but keep first_seen_at: the entry's place in editions does not move.
-        statement = statement.on_conflict_do_update(
-            index_elements=[EntryRow.feed_id, EntryRow.key],
-            set_={
-                name: statement.excluded[name]
-                for name in (
-                    "title",
-                    "link",
-                    "canonical_url",
-                    "summary",
-                    "content_html",
-                    "author",
-                    "published_at",
-                    "updated_at",
-                    "content_hash",
-                )
-            },
+        # Another poller may have stored the same entry meanwhile: then theirs stands.
+        statement = insert(EntryRow).on_conflict_do_nothing(
+            index_elements=[EntryRow.feed_id, EntryRow.key]
         )
-        for chunk_rows in _chunks(rows, 200):
-            session.execute(statement, chunk_rows)
+        for chunk in _chunks([_entry_values(feed_id, entry, now) for entry in changes.new], 200):
+            session.execute(statement, chunk)
+    for entry in changes.changed:
+        values = _entry_values(feed_id, entry, now)
+        # first_seen_at stays, so the entry keeps its place; an undated entry keeps its date.
+        del values["first_seen_at"], values["feed_id"], values["key"]
+        if entry.published is None:
+            del values["published_at"]
+        session.execute(
+            update(EntryRow)
+            .where(EntryRow.feed_id == feed_id, EntryRow.key == _entry_key(entry.key))
+            .values(**values)
+        )
     return changes
 
 
@@ -285,7 +279,7 @@ class FeedHealth:
 
 def feed_health(session: Session) -> list[FeedHealth]:
     counts = dict(
-        session.execute(select(EntryRow.feed_id, func.count()).group_by(EntryRow.feed_id)).tuples()
+        session.execute(select(EntryRow.feed_id, func.count()).group_by(EntryRow.feed_id)).all()
     )
     rows = session.scalars(select(FeedRow).where(FeedRow.active).order_by(FeedRow.id))
     return [

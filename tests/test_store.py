@@ -1,0 +1,179 @@
+"""Entries are stored once per identity; canonical URLs fold the spellings of one story."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from digest.config import FeedSettings
+from digest.store import (
+    EntryRow,
+    FeedRow,
+    FeedUpdate,
+    Store,
+    apply_feed_update,
+    canonical_url,
+    due_feeds,
+    feed_health,
+    plan_entry_changes,
+    store_entries,
+    sync_feeds,
+)
+from tests.conftest import add_feeds, make_entry
+
+NOW = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("http://www.example.com/story/", "https://example.com/story"),
+        ("https://example.com/story#comments", "https://EXAMPLE.com/story"),
+        ("https://example.com/story?utm_source=x&utm_medium=rss", "https://example.com/story"),
+        ("https://example.com/s?b=2&a=1&fbclid=zz", "https://example.com/s?a=1&b=2"),
+        ("https://example.com:443/s", "https://example.com/s"),
+    ],
+)
+def test_canonical_url_folds_spellings(a: str, b: str) -> None:
+    assert canonical_url(a) == canonical_url(b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://example.com/a", "https://example.com/b"),
+        ("https://example.com/s?id=1", "https://example.com/s?id=2"),
+        ("https://example.com:8080/s", "https://example.com/s"),
+        ("gemini://example.com/s", "https://example.com/s"),
+    ],
+)
+def test_canonical_url_keeps_different_stories_apart(a: str, b: str) -> None:
+    assert canonical_url(a) != canonical_url(b)
+
+
+def test_plan_entry_changes_is_a_pure_decision() -> None:
+    old = make_entry("Old story")
+    edited = make_entry("Edited story", link="https://example.net/edited")
+    stored = {old.key: old.content_hash, edited.key: "stale-hash"}
+    new = make_entry("New story")
+    changes = plan_entry_changes(stored, [old, edited, new, new])
+    assert changes.new == [new]
+    assert changes.changed == [edited]
+
+
+def feed_id(store: Store, url: str = "https://example.net/feed") -> int:
+    return add_feeds(store, [FeedSettings(url=url, stream="links")], NOW)[url]
+
+
+def count_entries(store: Store) -> int:
+    with store.reading() as session:
+        return session.scalar(select(func.count()).select_from(EntryRow)) or 0
+
+
+def test_store_entries_once_and_updates_changed_ones(store: Store) -> None:
+    fid = feed_id(store)
+    first = [make_entry("A story"), make_entry("B story")]
+    with store.writing() as session:
+        changes = store_entries(session, fid, first, NOW)
+    assert len(changes.new) == 2
+    with store.writing() as session:
+        changes = store_entries(session, fid, first, NOW + timedelta(hours=1))
+    assert (changes.new, changes.changed) == ([], [])
+    retitled = make_entry("A story, corrected", link=first[0].link, key=first[0].key)
+    with store.writing() as session:
+        changes = store_entries(session, fid, [retitled], NOW + timedelta(hours=2))
+    assert changes.changed == [retitled]
+    assert count_entries(store) == 2
+    with store.reading() as session:
+        row = session.scalars(select(EntryRow).where(EntryRow.key == first[0].key)).one()
+    assert row.title == "A story, corrected"
+    assert row.first_seen_at == NOW  # an update does not move the entry in time
+    assert row.published_at == NOW  # no date in the feed: first-seen time
+
+
+def test_very_long_ids_are_hashed_to_fit_the_index(store: Store) -> None:
+    fid = feed_id(store)
+    entry = make_entry("Long", key="urn:" + "x" * 5000)
+    for _ in range(2):
+        with store.writing() as session:
+            store_entries(session, fid, [entry], NOW)
+    assert count_entries(store) == 1
+
+
+titles = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
+                 max_size=20)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), titles), max_size=12))
+def test_polling_the_same_content_twice_changes_nothing(store: Store, items: list[tuple[str, str]]) -> None:
+    fid = feed_id(store, f"https://example.net/{uuid.uuid4()}")
+    entries = [make_entry(title, link=f"https://example.net/{key}", key=key) for key, title in items]
+    with store.writing() as session:
+        store_entries(session, fid, entries, NOW)
+    with store.reading() as session:
+        before = sorted(session.execute(select(EntryRow.key, EntryRow.title, EntryRow.content_hash)
+                                        .where(EntryRow.feed_id == fid)).all())
+    with store.writing() as session:
+        again = store_entries(session, fid, entries, NOW + timedelta(minutes=5))
+    with store.reading() as session:
+        after = sorted(session.execute(select(EntryRow.key, EntryRow.title, EntryRow.content_hash)
+                                       .where(EntryRow.feed_id == fid)).all())
+    assert (again.new, again.changed) == ([], [])
+    assert before == after
+    # one entry per identity, and the first copy in the feed wins
+    assert [key for key, *_ in after] == sorted({key for key, _ in items})
+    firsts = {key: title for key, title in reversed(items)}
+    assert {key: title for key, title, _ in after} == firsts
+
+
+def test_sync_feeds_tracks_the_config(store: Store) -> None:
+    a = FeedSettings(url="https://a.example/feed", stream="links", name="A")
+    b = FeedSettings(url="https://b.example/feed", stream="links", name="B", interval="2h")
+    add_feeds(store, [a, b], NOW)
+    with store.reading() as session:
+        assert [f.name for f in due_feeds(session, NOW)] == ["A", "B"]
+    add_feeds(store, [b.model_copy(update={"name": "Bee"})], NOW)
+    with store.reading() as session:
+        rows = {row.config_url: row for row in session.scalars(select(FeedRow))}
+        assert not rows[a.url].active and rows[b.url].name == "Bee"
+        assert rows[b.url].interval_seconds == 7200
+        assert [f.name for f in due_feeds(session, NOW)] == ["Bee"]
+
+
+def test_feed_updates_track_health(store: Store) -> None:
+    fid = feed_id(store)
+    later = NOW + timedelta(hours=1)
+    failed = FeedUpdate(polled_at=NOW, next_poll_at=later, status="500", ok=False,
+                        error="HTTP 500 Internal Server Error")
+    with store.writing() as session:
+        apply_feed_update(session, fid, failed)
+        apply_feed_update(session, fid, failed)
+    with store.reading() as session:
+        [health] = feed_health(session)
+        assert (health.failures, health.last_error, health.last_ok) == (2, failed.error, None)
+        assert due_feeds(session, NOW) == []
+        assert [f.id for f in due_feeds(session, later)] == [fid]
+    ok = FeedUpdate(polled_at=later, next_poll_at=later, status="200", ok=True, etag='"v1"',
+                    url="https://example.net/moved")
+    with store.writing() as session:
+        apply_feed_update(session, fid, ok)
+        sync_feeds(session, [FeedSettings(url="https://example.net/feed", stream="links")], NOW)
+    with store.reading() as session:
+        [health] = feed_health(session)
+        assert (health.failures, health.last_error, health.last_ok) == (0, None, later)
+        assert health.url == "https://example.net/moved"  # survives a config sync
+        assert health.config_url == "https://example.net/feed"
+    gone = FeedUpdate(polled_at=later, next_poll_at=later, status="410", ok=False,
+                      error="HTTP 410 Gone", disabled_reason="gone (HTTP 410)")
+    with store.writing() as session:
+        apply_feed_update(session, fid, gone)
+    with store.reading() as session:
+        [health] = feed_health(session)
+        assert health.disabled and health.disabled_reason == "gone (HTTP 410)"
+        assert due_feeds(session, later, every=True) == []
