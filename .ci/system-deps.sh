@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the programs the render tests drive (newsboat, chromium, java + vnu.jar) when missing.
+# Installs the programs the render tests drive (newsboat, chromium, w3m, java + vnu.jar) when
+# missing.
 # Idempotent: a second run installs nothing. Run from anywhere; .tools/ lands at the repo root.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ fi
 declare -A wanted=(
   [newsboat]=newsboat
   [chromium]=chromium
+  [w3m]=w3m
   [java]=default-jre-headless
 )
 missing=()

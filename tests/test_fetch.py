@@ -44,26 +44,44 @@ def fetch(url: str, cache: CacheState = NO_CACHE, limits: FetchLimits = LOCAL) -
 
 
 def serve(
-    server: HTTPServer, path: str, body: bytes = RSS, status: int = 200, **headers: str
+    server: HTTPServer,
+    path: str,
+    body: bytes = RSS,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> None:
     server.expect_request(path).respond_with_data(body, status=status, headers=headers)
 
 
 def redirect(server: HTTPServer, path: str, location: str, status: int = 301) -> None:
-    serve(server, path, b"", status=status, Location=location)
+    serve(server, path, b"", status=status, headers={"Location": location})
 
 
-@pytest.fixture
-def server() -> Iterator[HTTPServer]:
+# One server per address for the whole session (starting and stopping werkzeug is slow);
+# `clear()` forgets the handlers and the log between tests.
+@pytest.fixture(scope="session")
+def loopback_server() -> Iterator[HTTPServer]:
     with HTTPServer(host="127.0.0.1") as httpserver:
         yield httpserver
 
 
-@pytest.fixture
-def other_server() -> Iterator[HTTPServer]:
-    """A second loopback address: "another private address" that really answers."""
+@pytest.fixture(scope="session")
+def second_loopback_server() -> Iterator[HTTPServer]:
     with HTTPServer(host="127.0.0.2") as httpserver:
         yield httpserver
+
+
+@pytest.fixture
+def server(loopback_server: HTTPServer) -> Iterator[HTTPServer]:
+    yield loopback_server
+    loopback_server.clear()
+
+
+@pytest.fixture
+def other_server(second_loopback_server: HTTPServer) -> Iterator[HTTPServer]:
+    """A second loopback address: "another private address" that really answers."""
+    yield second_loopback_server
+    second_loopback_server.clear()
 
 
 # --- conditional GET and body hash ---------------------------------------------------------
@@ -109,7 +127,7 @@ def test_request_headers(server: HTTPServer) -> None:
 
 
 def test_ok_headers_are_a_plain_lower_case_dict(server: HTTPServer) -> None:
-    serve(server, "/feed", **{"Content-Type": "application/rss+xml", "X-Custom-Thing": "Yes"})
+    serve(server, "/feed", headers={"Content-Type": "application/rss+xml", "X-Custom-Thing": "Yes"})
 
     result = fetch(server.url_for("/feed"))
 
@@ -253,7 +271,7 @@ def test_client_and_server_errors_keep_the_status(
 
 
 def test_429_retry_after_seconds(server: HTTPServer) -> None:
-    serve(server, "/feed", b"", status=429, **{"Retry-After": "120"})
+    serve(server, "/feed", b"", status=429, headers={"Retry-After": "120"})
 
     before = datetime.now(UTC)
     result = fetch(server.url_for("/feed"))
@@ -267,7 +285,13 @@ def test_429_retry_after_seconds(server: HTTPServer) -> None:
 
 def test_503_retry_after_http_date(server: HTTPServer) -> None:
     when = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
-    serve(server, "/feed", b"", status=503, **{"Retry-After": format_datetime(when, usegmt=True)})
+    serve(
+        server,
+        "/feed",
+        b"",
+        status=503,
+        headers={"Retry-After": format_datetime(when, usegmt=True)},
+    )
 
     result = fetch(server.url_for("/feed"))
 
@@ -278,7 +302,7 @@ def test_503_retry_after_http_date(server: HTTPServer) -> None:
 
 
 def test_absurd_retry_after_is_capped_at_a_week(server: HTTPServer) -> None:
-    serve(server, "/feed", b"", status=429, **{"Retry-After": "9" * 50})
+    serve(server, "/feed", b"", status=429, headers={"Retry-After": "9" * 50})
 
     after = datetime.now(UTC)
     result = fetch(server.url_for("/feed"))
@@ -299,7 +323,7 @@ def test_absurd_retry_after_is_capped_at_a_week(server: HTTPServer) -> None:
 def test_cache_control_sets_fresh_until(
     server: HTTPServer, cache_control: str, expected: timedelta | None
 ) -> None:
-    serve(server, "/feed", **{"Cache-Control": cache_control})
+    serve(server, "/feed", headers={"Cache-Control": cache_control})
 
     before = datetime.now(UTC)
     result = fetch(server.url_for("/feed"))
@@ -315,7 +339,7 @@ def test_cache_control_sets_fresh_until(
 
 def test_expires_sets_fresh_until(server: HTTPServer) -> None:
     expires = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
-    serve(server, "/feed", Expires=format_datetime(expires, usegmt=True))
+    serve(server, "/feed", headers={"Expires": format_datetime(expires, usegmt=True)})
 
     result = fetch(server.url_for("/feed"))
 
@@ -555,13 +579,14 @@ def test_file_larger_than_the_cap(tmp_path: Path) -> None:
     ("url", "error"),
     [
         ("gemini://capsule.example/gemlog/", "gemini:// is not supported yet"),
+        ("http://[::1/feed", "invalid URL: Invalid IPv6 URL"),
         (
             "ftp://example.org/feed",
             "unsupported URL scheme 'ftp' (use http, https, gemini or file)",
         ),
     ],
 )
-def test_other_schemes(url: str, error: str) -> None:
+def test_other_schemes_and_bad_urls(url: str, error: str) -> None:
     result = fetch(url)
 
     assert result.outcome is Outcome.ERROR

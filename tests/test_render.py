@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
+import signal
 import tempfile
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -51,8 +54,8 @@ HOSTILE = [
 LONG_WORD = "Unbreakable" + "x" * 180  # must wrap, not scroll, on a phone
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def item(source: str, title: str, link: str | None, blurb: str, when: datetime) -> EditionItem:
@@ -127,14 +130,26 @@ def sample_content() -> SiteContent:
         ),
     )
     recent = [
-        RecentPost(e3.title, e3.summary, BASE + e3.path + ".html", GEMINI + e3.path + ".gmi",
-                   e3.closed_at),
-        RecentPost(HOSTILE[8], HOSTILE[3], "https://links.example.org/own/1",
-                   "https://links.example.org/own/1", utc(2025, 3, 29, 8)),
-        RecentPost(HOSTILE[0], HOSTILE[1], "javascript:alert(1)", "javascript:alert(1)",
-                   utc(2025, 3, 29, 7)),
-        RecentPost(e1.title, e1.summary, BASE + e1.path + ".html", GEMINI + e1.path + ".gmi",
-                   e1.closed_at),
+        RecentPost(
+            e3.title, e3.summary, BASE + e3.path + ".html", GEMINI + e3.path + ".gmi", e3.closed_at
+        ),
+        RecentPost(
+            HOSTILE[8],
+            HOSTILE[3],
+            "https://links.example.org/own/1",
+            "https://links.example.org/own/1",
+            utc(2025, 3, 29, 8),
+        ),
+        RecentPost(
+            HOSTILE[0],
+            HOSTILE[1],
+            "javascript:alert(1)",
+            "javascript:alert(1)",
+            utc(2025, 3, 29, 7),
+        ),
+        RecentPost(
+            e1.title, e1.summary, BASE + e1.path + ".html", GEMINI + e1.path + ".gmi", e1.closed_at
+        ),
     ]
     return SiteContent(
         title="Example <Links>",
@@ -554,15 +569,21 @@ def test_stream_feed_is_capped_but_the_index_lists_everything(tmp_path: Path) ->
         Edition("links", date(2025, 1, day), 1, f"Links {day}", "s", utc(2025, 1, day, 12), ())
         for day in range(30, 0, -1)
     ]
-    content = SiteContent("T", BASE, GEMINI, "UTC", "A", [StreamContent("links", "L", "s", editions)], [], t)
+    content = SiteContent(
+        "T", BASE, GEMINI, "UTC", "A", [StreamContent("links", "L", "s", editions)], [], t
+    )
     render_site(content, tmp_path)
     parsed = validate_atom(tmp_path / "links/feed.xml")
-    assert [e.title for e in parsed.entries] == [f"Links {d}" for d in range(30, 30 - FEED_EDITIONS, -1)]
+    assert [e.title for e in parsed.entries] == [
+        f"Links {d}" for d in range(30, 30 - FEED_EDITIONS, -1)
+    ]
     assert (tmp_path / "links/index.gmi").read_text().count("=> gemini://") == 30 + 1
 
 
 def test_empty_site_renders_valid_pages(tmp_path: Path) -> None:
-    content = SiteContent("T", BASE, GEMINI, "UTC", "A", [StreamContent("links", "L", "s", [])], [], utc(2025, 1, 1))
+    content = SiteContent(
+        "T", BASE, GEMINI, "UTC", "A", [StreamContent("links", "L", "s", [])], [], utc(2025, 1, 1)
+    )
     render_site(content, tmp_path)
     validate_atom(tmp_path / "feed.xml")
     assert validate_atom(tmp_path / "links/feed.xml").feed.updated == "2025-01-01T00:00:00+00:00"
@@ -599,7 +620,9 @@ def test_output_is_deterministic_and_not_private(tmp_path: Path) -> None:
         assert (first / name).stat().st_mode & 0o777 == 0o644
 
 
-def test_only_writes_those_editions_plus_indexes_and_feeds(public: Path, content: SiteContent) -> None:
+def test_only_writes_those_editions_plus_indexes_and_feeds(
+    public: Path, content: SiteContent
+) -> None:
     old_page = public / "links/2025/03/28/2.html"
     old_page.unlink()
     new = Edition(
@@ -609,13 +632,20 @@ def test_only_writes_those_editions_plus_indexes_and_feeds(public: Path, content
         "Links 02/06/2025: Later",
         "Links for the day",
         utc(2025, 6, 2, 11),
-        (EditionSection("Science", (item("A", "Moon", "https://a.example/m", "Q", utc(2025, 6, 2)),)),),
+        (
+            EditionSection(
+                "Science", (item("A", "Moon", "https://a.example/m", "Q", utc(2025, 6, 2)),)
+            ),
+        ),
     )
     links, gemini = content.streams
     newer = SiteContent(
         **{
             **content.__dict__,
-            "streams": [StreamContent("links", "Links", "Links for the day", [new, *links.editions]), gemini],
+            "streams": [
+                StreamContent("links", "Links", "Links for the day", [new, *links.editions]),
+                gemini,
+            ],
         }
     )
 
@@ -643,59 +673,66 @@ def test_override_folder_replaces_one_template(tmp_path: Path, content: SiteCont
     override = tmp_path / "mine"
     override.mkdir()
     (override / "edition.html").write_text(
-        "<!DOCTYPE html><html lang=\"en\"><title>{{ edition.title }}</title>"
+        '<!DOCTYPE html><html lang="en"><title>{{ edition.title }}</title>'
         "<p id=mine>{% for s in edition.sections %}{{ s.items[0].title }}|{% endfor %}</p></html>\n"
     )
     out = tmp_path / "public"
     render_site(content, out, templates_override=override)
 
     page = (out / "links/2025/03/28/1.html").read_text()
-    assert page.startswith("<!DOCTYPE html><html lang=\"en\"><title>Links 28/03/2025: Science &lt;b&gt;")
+    assert page.startswith(
+        '<!DOCTYPE html><html lang="en"><title>Links 28/03/2025: Science &lt;b&gt;'
+    )
     assert "<p id=mine>A Comet|&lt;script&gt;alert(1)&lt;/script&gt;|" in page
     assert html_safety_problems(page) == []
     # Everything else is still ours.
     assert 'class="recent"' in (out / "index.html").read_text()
     assert (out / "links/2025/03/28/1.gmi").read_text().startswith("# Links 28/03/2025")
-    assert (out / "style.css").read_bytes() == (Path(__file__).parents[1] / "templates/style.css").read_bytes()
+    assert (out / "style.css").read_bytes() == (
+        Path(__file__).parents[1] / "templates/style.css"
+    ).read_bytes()
 
 
 def test_feed_text_is_never_compiled_as_a_template(tmp_path: Path) -> None:
     t = utc(2025, 1, 1)
     jinja = "{{ 7 * 7 }} {% raw %} {# c #}"
-    edition = Edition("links", date(2025, 1, 1), 1, jinja, jinja, t, (EditionSection(jinja, (item(jinja, jinja, None, jinja, t),)),))
-    content = SiteContent("T", BASE, GEMINI, "UTC", "A", [StreamContent("links", "L", "s", [edition])], [], t)
+    edition = Edition(
+        "links",
+        date(2025, 1, 1),
+        1,
+        jinja,
+        jinja,
+        t,
+        (EditionSection(jinja, (item(jinja, jinja, None, jinja, t),)),),
+    )
+    content = SiteContent(
+        "T", BASE, GEMINI, "UTC", "A", [StreamContent("links", "L", "s", [edition])], [], t
+    )
     render_site(content, tmp_path)
     page = (tmp_path / "links/2025/01/01/1.html").read_text()
     assert page.count(jinja) >= 4 and "49" not in page
 
 
-def test_failed_replace_raises_naming_the_path_and_leaves_no_temp_file(
-    public: Path, content: SiteContent
-) -> None:
-    # A folder where the stylesheet goes: the temp file is written, then os.replace fails.
-    (public / "style.css").unlink()
-    (public / "style.css").mkdir()
-    with pytest.raises(RenderError) as caught:
-        render_site(content, public)
-    assert caught.value.path == public / "style.css"
-    assert str(public / "style.css") in str(caught.value)
-    assert list(public.glob(".*")) == []
-    assert (public / "style.css").is_dir()
-
-
-def render_unprivileged(content: SiteContent, out: Path) -> tuple[int, str]:
-    """Render in a forked child that drops root first: root writes anywhere, so a read-only
-    folder only stays read-only for an ordinary user. Fork (not exec) keeps the imports."""
+def render_in_child(
+    content: SiteContent, out: Path, *, drop_root: bool = False, max_file_size: int | None = None
+) -> tuple[int, str]:
+    """Render in a forked child (fork, not exec, keeps the imports) set up to fail for real:
+    as `nobody` (root writes anywhere, so a read-only folder only stops an ordinary user), or
+    with a file size limit, which fails a write half way like a full disk does."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         code, message = 0, "rendered"
         try:
-            if os.geteuid() == 0:
+            if drop_root and os.geteuid() == 0:
                 os.setgroups([])
                 os.setgid(65534)
                 os.setuid(65534)
+            if max_file_size is not None:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+                hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+                resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, hard))
             render_site(content, out)
         except RenderError as error:
             code, message = 3, f"RenderError {error.path} {error}"
@@ -710,6 +747,35 @@ def render_unprivileged(content: SiteContent, out: Path) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(status), message
 
 
+def test_write_failing_half_way_keeps_the_old_page_and_no_temp_file(
+    public: Path, content: SiteContent
+) -> None:
+    page = public / "links/2025/03/28/1.html"
+    before = page.read_bytes()
+    links, gemini = content.streams
+    e3, e2, e1 = links.editions
+    retitled = replace(e1, title="Links 28/03/2025: Corrected")
+    changed = replace(content, streams=[replace(links, editions=[e3, e2, retitled]), gemini])
+    assert len(before) > 2000  # so the limit below cuts the new page half way
+
+    code, message = render_in_child(changed, public, max_file_size=2000)
+
+    assert code == 3, message
+    assert message.startswith(f"RenderError {page} cannot write {page}: File too large")
+    assert page.read_bytes() == before
+    assert list(public.rglob(".*")) == []
+
+
+def test_target_that_is_a_folder_is_reported_by_path(public: Path, content: SiteContent) -> None:
+    (public / "style.css").unlink()
+    (public / "style.css").mkdir()
+    with pytest.raises(RenderError) as caught:
+        render_site(content, public)
+    assert caught.value.path == public / "style.css"
+    assert str(public / "style.css") in str(caught.value)
+    assert (public / "style.css").is_dir()
+
+
 def test_read_only_output_folder_raises_a_clear_error(content: SiteContent) -> None:
     # pytest's tmp_path is private to its owner, so the folder lives in a world-readable one.
     top = Path(tempfile.mkdtemp(prefix="digest-ro-"))
@@ -718,7 +784,7 @@ def test_read_only_output_folder_raises_a_clear_error(content: SiteContent) -> N
         top.chmod(0o755)
         out.mkdir()
         out.chmod(0o555)
-        code, message = render_unprivileged(content, out)
+        code, message = render_in_child(content, out, drop_root=True)
         assert code == 3, message
         assert message.startswith(f"RenderError {out / 'style.css'} cannot write")
         assert "Permission denied" in message

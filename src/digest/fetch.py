@@ -146,7 +146,10 @@ class Fetcher:
 
     async def fetch(self, url: str, cache: CacheState = CacheState()) -> FetchResult:
         """Fetch one feed URL; a bad feed gives an ERROR result, never an exception."""
-        scheme = urlsplit(url).scheme.lower()
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError as exc:
+            return _error(url, f"invalid URL: {exc}")
         handler = self._handlers.get(scheme)
         if handler is None:
             return _error(

@@ -68,13 +68,18 @@ for _known in (urllib.parse.uses_relative, urllib.parse.uses_netloc):
 # --- plain text -------------------------------------------------------------------------------
 
 _BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-# C0/C1 controls that are not whitespace, lone surrogates (JSON can carry them) and bidi
-# controls are deleted; the whitespace controls (tab, newline, ...) are folded by str.split.
-_DROP = {
-    cp: None
-    for cp in (*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000))
-    if not chr(cp).isspace()
-} | {ord(c): None for c in _BIDI_CONTROLS}
+# C0/C1 controls and lone surrogates (JSON escapes can carry them; they cannot be encoded).
+_CONTROLS = (*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000))
+# Plain text loses the controls, the bidi controls and the invisible byte-order mark; the
+# spacing controls (tab, newline, ...) are left for str.split to fold.
+_DROP = {cp: None for cp in _CONTROLS if not chr(cp).isspace()} | {
+    ord(c): None for c in _BIDI_CONTROLS + "\ufeff"
+}
+# In HTML tab, newline and carriage return are ordinary; other spacing controls become spaces.
+# Bidi controls stay: right-to-left prose needs them, and there they cannot reorder our markup.
+_HTML_CONTROLS = {
+    cp: " " if chr(cp).isspace() else None for cp in _CONTROLS if chr(cp) not in "\t\n\r"
+}
 
 
 def clean_text(text: str) -> str:
@@ -150,7 +155,7 @@ def clean_html(fragment: str, base: str) -> str | None:
         return absolute_url(url, base)
 
     cleaned = nh3.clean(
-        fragment,
+        fragment.translate(_HTML_CONTROLS),
         tags=_CONTENT_TAGS,
         clean_content_tags={"script", "style"},
         attributes=_CONTENT_ATTRIBUTES,
@@ -530,7 +535,13 @@ def _is_gemtext(media_type: str, url: str) -> bool:
 def _parse_gemsub(body: bytes, *, url: str, now: datetime) -> ParsedFeed:
     title: str | None = None
     entries = []
+    preformatted = False
     for line in body.decode("utf-8", errors="replace").splitlines():
+        if line.startswith("```"):
+            preformatted = not preformatted
+            continue
+        if preformatted:
+            continue
         if title is None and line.startswith("#") and not line.startswith("##"):
             title = clean_text(line[1:]) or None
         match = _GEM_LINK.fullmatch(line)
@@ -540,10 +551,13 @@ def _parse_gemsub(body: bytes, *, url: str, now: datetime) -> ParsedFeed:
             day = date.fromisoformat(match.group(2))
         except ValueError:
             continue
+        link = absolute_url(match.group(1), url)
+        if link is None:
+            continue  # a gemsub entry is its link: without a safe one there is nothing to follow
         entry = _entry(
             entry_id=None,
             title=clean_text(_GEM_SEPARATOR.sub("", match.group(3), count=1)),
-            link=absolute_url(match.group(1), url),
+            link=link,
             text="",
             content_html=None,
             author=None,
