@@ -206,6 +206,56 @@ def run(app: App) -> None:
         run_daemon(store, config)
 
 
+@cli.command()
+@click.argument("host")
+@pass_app
+def trust(app: App, host: str) -> None:
+    """Accept the new certificate a Gemini HOST (host or host:port) now offers."""
+    from digest.store.hosts import trust_host
+
+    config = app.config
+    target = host if ":" in host else f"{host}:1965"
+    with app.store(config) as store, store.writing() as session:
+        accepted = trust_host(session, target)
+    if not accepted:
+        err.print(f"{target}: no changed certificate is waiting to be trusted", markup=False)
+        raise SystemExit(EXIT_FEEDS_FAILED)
+    click.echo(f"{target}: new certificate trusted")
+
+
+@cli.command()
+@click.option("--http", "http_listen", default="127.0.0.1:8080", show_default=True,
+              help="Address for the web server; 'off' to disable.")
+@click.option("--gemini", "gemini_listen", default="127.0.0.1:1965", show_default=True,
+              help="Address for the Gemini server; 'off' to disable.")
+@click.option("--cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="TLS certificate for Gemini (default: generated into the state folder).")
+@click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Its private key.")
+@pass_app
+def serve(
+    app: App, http_listen: str, gemini_listen: str, cert: Path | None, key: Path | None
+) -> None:
+    """Serve the published site over HTTP and Gemini."""
+    from urllib.parse import urlsplit
+
+    from digest.serve import parse_listen
+    from digest.serve import serve as run_servers
+
+    settings = app.config.settings
+    output = Path(settings.site.output_dir)
+    hostname = urlsplit(settings.site.gemini_base_url or settings.site.base_url).hostname
+    run_servers(
+        output,
+        http=None if http_listen == "off" else parse_listen(http_listen),
+        gemini=None if gemini_listen == "off" else parse_listen(gemini_listen),
+        hostname=hostname or "localhost",
+        cert=cert,
+        key=key,
+        state_dir=settings.site.state_dir,
+    )
+
+
 def _poll(store: Store, config: Config, every: bool) -> PollSummary:
     poller = Poller(store, config.settings.fetch)
     with _progress("polling") as advance:

@@ -59,6 +59,7 @@ class SiteSettings(_Strict):
     timezone: str = "UTC"
     output_dir: Path = Path("public")
     database: str = "sqlite:///digest.db"
+    state_dir: Path = Path(".digest")  # lock files, the Gemini certificate
     templates: Path | None = None
     author: str = ""
     recent_count: int = Field(default=50, ge=1, le=1000)
@@ -294,6 +295,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     site = site.model_copy(
         update={
             "output_dir": base / site.output_dir,
+            "state_dir": base / site.state_dir,
             "templates": base / site.templates if site.templates else None,
             "database": _resolve_sqlite(site.database, base),
         }
