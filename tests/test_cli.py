@@ -131,7 +131,10 @@ def test_feeds_table_and_db_upgrade(demo: Path) -> None:
 def test_the_console_script_runs_with_digest_config_from_the_environment(demo: Path) -> None:
     script = Path(sys.executable).parent / "digest"
     done = subprocess.run(
-        [str(script), "check"], capture_output=True, text=True, env={"DIGEST_CONFIG": str(demo)},
+        [str(script), "check"],
+        capture_output=True,
+        text=True,
+        env={"DIGEST_CONFIG": str(demo)},
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -58,8 +58,12 @@ def test_good_config_is_typed_and_paths_are_relative_to_the_file(tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30m", timedelta(minutes=30)), ("2h", timedelta(hours=2)), ("1d", timedelta(days=1)),
-     (90, timedelta(seconds=90))],
+    [
+        ("30m", timedelta(minutes=30)),
+        ("2h", timedelta(hours=2)),
+        ("1d", timedelta(days=1)),
+        (90, timedelta(seconds=90)),
+    ],
 )
 def test_durations(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -78,8 +82,13 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 
 
 def test_unknown_key_wrong_type_and_unknown_stream_each_get_a_line(tmp_path: Path) -> None:
-    text = GOOD.replace("  timezone: Europe/London\n", "  timezone: Europe/London\n  colour: blue\n")
-    text = text.replace('summary: Links for the day\n    schedule', 'summary: Links for the day\n    min_items: lots\n    schedule')
+    text = GOOD.replace(
+        "  timezone: Europe/London\n", "  timezone: Europe/London\n  colour: blue\n"
+    )
+    text = text.replace(
+        "summary: Links for the day\n    schedule",
+        "summary: Links for the day\n    min_items: lots\n    schedule",
+    )
     text = text.replace("stream: gemini-links, interval", "stream: linx, interval")
     problems = problems_of(tmp_path, text)
     path = tmp_path / "feeds.yaml"
@@ -131,7 +140,13 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_bad_title_pattern(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, GOOD.replace("{headlines}\"\n    summary: Links for the day\n    schedule", "{headline}\"\n    summary: Links for the day\n    schedule"))
+    problems = problems_of(
+        tmp_path,
+        GOOD.replace(
+            '{headlines}"\n    summary: Links for the day\n    schedule',
+            '{headline}"\n    summary: Links for the day\n    schedule',
+        ),
+    )
     assert len(problems) == 1 and "streams.links.title: bad title pattern" in problems[0]
 
 

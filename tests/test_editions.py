@@ -31,8 +31,13 @@ LINKS = StreamSettings(
 def feeds(store: Store, *specs: tuple[str, str | None, int]) -> dict[str, int]:
     """(name, section, weight) -> feed ids by name, all in the links stream."""
     settings = [
-        FeedSettings(url=f"https://{name}.example/feed", name=name, stream="links",
-                     section=section, weight=weight)
+        FeedSettings(
+            url=f"https://{name}.example/feed",
+            name=name,
+            stream="links",
+            section=section,
+            weight=weight,
+        )
         for name, section, weight in specs
     ]
     ids = add_feeds(store, settings, T0)
@@ -44,8 +49,9 @@ def put(store: Store, feed_id: int, *entries: ParsedEntry, now: datetime = T0) -
         store_entries(session, feed_id, list(entries), now)
 
 
-def close(store: Store, at: datetime, stream: StreamSettings = LINKS,
-          zone: ZoneInfo = LONDON) -> Edition | None:
+def close(
+    store: Store, at: datetime, stream: StreamSettings = LINKS, zone: ZoneInfo = LONDON
+) -> Edition | None:
     with store.writing() as session:
         return close_edition(session, "links", stream, zone, at)
 
@@ -68,8 +74,10 @@ def test_title_fills_the_pattern_and_drops_headlines_to_fit() -> None:
         "Links 27/03/2025: Obituary to a Shop and Russia Trying to Buy Time"
     )
     full = edition_title(pattern, when, heads, 110)
-    assert full == ("Links 27/03/2025: Obituary to a Shop, Russia Trying to Buy Time, "
-                    "and A Third Headline That Is Long")
+    assert full == (
+        "Links 27/03/2025: Obituary to a Shop, Russia Trying to Buy Time, "
+        "and A Third Headline That Is Long"
+    )
     assert edition_title(pattern, when, heads, 70) == (
         "Links 27/03/2025: Obituary to a Shop and Russia Trying to Buy Time"
     )
@@ -80,8 +88,12 @@ def test_title_fills_the_pattern_and_drops_headlines_to_fit() -> None:
 def test_sections_in_stream_order_items_in_publication_order(store: Store) -> None:
     ids = feeds(store, ("sci", "Science", 0), ("sec", "Security", 0), ("misc", "Unlisted", 0))
     put(store, ids["sec"], make_entry("Patch now", published=T0 - timedelta(hours=1)))
-    put(store, ids["sci"], make_entry("Second find", published=T0 - timedelta(hours=2)),
-        make_entry("First find", published=T0 - timedelta(hours=5)))
+    put(
+        store,
+        ids["sci"],
+        make_entry("Second find", published=T0 - timedelta(hours=2)),
+        make_entry("First find", published=T0 - timedelta(hours=5)),
+    )
     put(store, ids["misc"], make_entry("Odd thing", published=T0 - timedelta(hours=3)))
     edition = close(store, T0)
     assert edition is not None
@@ -122,9 +134,13 @@ def test_min_items_holds_back_a_thin_edition(store: Store) -> None:
 
 def test_lookback_keeps_a_new_feeds_backlog_out(store: Store) -> None:
     ids = feeds(store, ("sci", "Science", 0))
-    put(store, ids["sci"], make_entry("Fresh", published=T0 - timedelta(days=1)),
+    put(
+        store,
+        ids["sci"],
+        make_entry("Fresh", published=T0 - timedelta(days=1)),
         make_entry("Ancient", published=T0 - timedelta(days=30)),
-        make_entry("Just past the lookback", published=T0 - timedelta(days=2, seconds=1)))
+        make_entry("Just past the lookback", published=T0 - timedelta(days=2, seconds=1)),
+    )
     edition = close(store, T0)
     assert edition and titles(edition) == [("Science", ["Fresh"])]
     assert close(store, T0 + timedelta(hours=1)) is None  # the old ones never come back
@@ -134,23 +150,36 @@ def test_a_story_in_two_feeds_appears_once_and_ranks_first(store: Store) -> None
     ids = feeds(store, ("sci", "Science", 0), ("sec", "Security", 0), ("misc", None, 0))
     story = "https://news.example/big-story"
     put(store, ids["sec"], make_entry("Big story", link=story, published=T0 - timedelta(hours=3)))
-    put(store, ids["sci"], make_entry("Big story (copy)", link="http://www.news.example/big-story/?utm_source=rss",
-                                      published=T0 - timedelta(hours=2)))
+    put(
+        store,
+        ids["sci"],
+        make_entry(
+            "Big story (copy)",
+            link="http://www.news.example/big-story/?utm_source=rss",
+            published=T0 - timedelta(hours=2),
+        ),
+    )
     put(store, ids["misc"], make_entry("Newer small story", published=T0 - timedelta(hours=1)))
     edition = close(store, T0)
     assert edition is not None
     assert titles(edition) == [("Leftovers", ["Newer small story"]), ("Security", ["Big story"])]
     assert edition.title == "Links 28/03/2025: Big story and Newer small story"
     # a later copy of the same story does not come back in the next edition
-    put(store, ids["misc"], make_entry("Big story again", link=story + "#comments",
-                                       published=T0 + timedelta(hours=1)))
+    put(
+        store,
+        ids["misc"],
+        make_entry("Big story again", link=story + "#comments", published=T0 + timedelta(hours=1)),
+    )
     assert close(store, T0 + timedelta(hours=2)) is None
 
 
 def test_feed_weight_decides_the_headlines_first(store: Store) -> None:
     ids = feeds(store, ("sci", "Science", 0), ("sec", "Security", 5))
-    put(store, ids["sci"], *[make_entry(f"Science {n}", published=T0 - timedelta(minutes=n))
-                             for n in range(1, 4)])
+    put(
+        store,
+        ids["sci"],
+        *[make_entry(f"Science {n}", published=T0 - timedelta(minutes=n)) for n in range(1, 4)],
+    )
     put(store, ids["sec"], make_entry("Old but weighty", published=T0 - timedelta(hours=20)))
     edition = close(store, T0)
     assert edition and edition.title == (
@@ -179,10 +208,18 @@ def site(timezone: str) -> Settings:
 def test_edition_dates_follow_the_site_timezone_across_midnight(store: Store) -> None:
     ids = feeds(store, ("sci", "Science", 0))
     tokyo = site("Asia/Tokyo")  # UTC+9: 14:50 UTC is 23:50, 15:10 UTC is 00:10 next day
-    put(store, ids["sci"], make_entry("Before midnight", published=datetime(2025, 3, 28, 14, tzinfo=UTC)))
+    put(
+        store,
+        ids["sci"],
+        make_entry("Before midnight", published=datetime(2025, 3, 28, 14, tzinfo=UTC)),
+    )
     with time_machine.travel(datetime(2025, 3, 28, 14, 50, tzinfo=UTC), tick=False):
         [late] = build(store, tokyo)
-    put(store, ids["sci"], make_entry("After midnight", published=datetime(2025, 3, 28, 15, tzinfo=UTC)))
+    put(
+        store,
+        ids["sci"],
+        make_entry("After midnight", published=datetime(2025, 3, 28, 15, tzinfo=UTC)),
+    )
     with time_machine.travel(datetime(2025, 3, 28, 15, 10, tzinfo=UTC), tick=False):
         [early] = build(store, tokyo)
         assert build(store, tokyo) == []
@@ -195,8 +232,12 @@ def test_edition_dates_follow_the_site_timezone_across_midnight(store: Store) ->
 @pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
 def test_build_at_closes_as_of_that_time(store: Store, zone: str) -> None:
     ids = feeds(store, ("sci", "Science", 0))
-    put(store, ids["sci"], make_entry("Then", published=datetime(2025, 3, 27, 10, tzinfo=UTC)),
-        make_entry("Later", published=datetime(2025, 3, 29, 10, tzinfo=UTC)))
+    put(
+        store,
+        ids["sci"],
+        make_entry("Then", published=datetime(2025, 3, 27, 10, tzinfo=UTC)),
+        make_entry("Later", published=datetime(2025, 3, 29, 10, tzinfo=UTC)),
+    )
     [edition] = build(store, site(zone), at=datetime(2025, 3, 28, 3, tzinfo=UTC))
     assert titles(edition) == [("Science", ["Then"])]
     assert edition.date == datetime(2025, 3, 28, 3, tzinfo=UTC).astimezone(ZoneInfo(zone)).date()
@@ -205,20 +246,33 @@ def test_build_at_closes_as_of_that_time(store: Store, zone: str) -> None:
 story_links = st.sampled_from([f"https://story.example/{n}" for n in range(6)])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, 2), story_links, st.integers(1, 40)), min_size=1, max_size=15))
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), story_links, st.integers(1, 40)), min_size=1, max_size=15)
+)
 def test_property_every_story_appears_at_most_once(
     store: Store, items: list[tuple[int, str, int]]
 ) -> None:
     stream = f"s{uuid.uuid4().hex[:8]}"
-    settings_ = [FeedSettings(url=f"https://f{n}.example/{stream}", name=f"f{n}", stream=stream)
-                 for n in range(3)]
+    settings_ = [
+        FeedSettings(url=f"https://f{n}.example/{stream}", name=f"f{n}", stream=stream)
+        for n in range(3)
+    ]
     ids = add_feeds(store, settings_, T0)
     for n, link, hours in items:
         variant = link.replace("https://", "http://www.") if hours % 2 else link + "/"
-        put(store, ids[settings_[n].url],
-            make_entry(f"{link} via {n}", link=variant, key=f"{link}-{hours}",
-                       published=T0 - timedelta(hours=hours)))
+        put(
+            store,
+            ids[settings_[n].url],
+            make_entry(
+                f"{link} via {n}",
+                link=variant,
+                key=f"{link}-{hours}",
+                published=T0 - timedelta(hours=hours),
+            ),
+        )
     with store.writing() as session:
         edition = close_edition(session, stream, LINKS, LONDON, T0)
     assert edition is not None

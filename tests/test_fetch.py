@@ -578,7 +578,7 @@ def test_file_larger_than_the_cap(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "error"),
     [
-        ("gemini://capsule.example/gemlog/", "gemini:// is not supported yet"),
+        ("gemini://[::1/feed", "invalid URL: Invalid IPv6 URL"),
         ("http://[::1/feed", "invalid URL: Invalid IPv6 URL"),
         (
             "ftp://example.org/feed",

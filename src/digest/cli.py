@@ -20,17 +20,19 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
 from digest import __version__
 from digest.config import Config, ConfigError, load_config
+from digest.locks import LockBusy, apply_busy_timeout_override, daemon_lock, locked_database
 from digest.poll import Poller, PollSummary
-from digest.publish import build, render
-from digest.render import RenderReport
+from digest.publish import build, publishing, render
+from digest.render import RenderError, RenderReport
 from digest.store import Store, feed_health, sync_feeds
 
 EXIT_OK, EXIT_FEEDS_FAILED, EXIT_USAGE = 0, 1, 2
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @dataclass
@@ -140,8 +142,9 @@ def build_command(app: App, at_text: str | None) -> None:
     """Close one edition per stream from the entries that arrived since its last one."""
     config = app.config
     at = _parse_at(at_text, config) if at_text else None
-    with app.store(config) as store:
-        _build(store, config, at)
+    with _busy_database(config), app.store(config) as store, _publishing(config):
+        editions = _build(store, config, at)
+        _render(store, config, editions)
 
 
 @cli.command("render")
@@ -149,7 +152,7 @@ def build_command(app: App, at_text: str | None) -> None:
 def render_command(app: App) -> None:
     """Write the whole site into the output folder."""
     config = app.config
-    with app.store(config) as store:
+    with _busy_database(config), app.store(config) as store, _publishing(config):
         _render(store, config, None)
 
 
@@ -158,11 +161,13 @@ def render_command(app: App) -> None:
 def update(app: App) -> None:
     """Poll, build and render in one go (for cron)."""
     config = app.config
-    with app.store(config) as store:
+    with _busy_database(config), app.store(config) as store:
         summary = _poll(store, config, every=False)
-        editions = _build(store, config, None)
-        _render(store, config, editions)
-    raise SystemExit(EXIT_FEEDS_FAILED if summary.failed else EXIT_OK)
+        exit_code = EXIT_FEEDS_FAILED if summary.failed else EXIT_OK
+        with _publishing(config, exit_code):
+            editions = _build(store, config, None)
+            _render(store, config, editions)
+    raise SystemExit(exit_code)
 
 
 @cli.command()
@@ -192,18 +197,83 @@ def feeds(app: App, as_json: bool) -> None:
             problem,
             style="red" if feed.disabled or feed.failures else None,
         )
-    Console(highlight=False).print(table)
+    # Piped (cron mail, grep): wide enough that rows are not wrapped mid-name.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @cli.command()
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr as text or as one JSON object each.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
 @pass_app
-def run(app: App) -> None:
-    """Run as a daemon: poll feeds as they fall due and close editions on each stream's schedule."""
-    from digest.scheduler import run_daemon
+def run(app: App, log_format: str, log_level: str) -> None:
+    """Run as a daemon: poll feeds as they fall due and close editions on each stream's schedule.
+
+    SIGHUP (or saving feeds.yaml) reloads the config; SIGTERM stops it cleanly.
+    """
+    from digest.scheduler import configure_logging, run_daemon
 
     config = app.config
-    with app.store(config) as store:
-        run_daemon(store, config)
+    configure_logging(log_format, log_level)
+    try:
+        with (
+            _busy_database(config),
+            daemon_lock(config.settings.site.state_dir),
+            app.store(config) as store,
+        ):
+            run_daemon(store, config)
+    except LockBusy as busy:
+        err.print(f"not started: a daemon is already running: {busy}", markup=False)
+        raise SystemExit(EXIT_FEEDS_FAILED) from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Say whether the daemon runs, when feeds were polled, which fail, and what closes next."""
+    from digest.scheduler import site_status
+
+    config = app.config
+    with _busy_database(config):
+        store = Store(config.database_url)
+        try:
+            store.upgrade()
+            report = site_status(store, config, datetime.now(UTC))
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    daemon = report["daemon"]
+    click.echo(
+        f"daemon: running (pid {daemon['pid']})" if daemon["running"] else "daemon: not running"
+    )
+    click.echo(f"last poll: {_when_text(report['last_poll'])}")
+    failing = report["failing_feeds"]
+    click.echo(f"feeds: {report['feeds']}, failing: {len(failing)}")
+    for feed in failing:
+        problem = f"disabled: {feed['disabled_reason']}" if feed["disabled"] else feed["last_error"]
+        click.echo(f"  {feed['name']} <{feed['url']}>: {problem} ({feed['failures']} failures)")
+    for name, stream in report["streams"].items():
+        last = stream["last_edition"]
+        click.echo(f"stream {name} ('{stream['schedule']}'):")
+        click.echo(
+            f"  last edition: {last['path']} at {_when_text(last['closed_at'])}: {last['title']}"
+            if last
+            else "  last edition: none yet"
+        )
+        click.echo(f"  next closing: {_when_text(stream['next_closing'])}")
 
 
 @cli.command()
@@ -236,24 +306,35 @@ def trust(app: App, host: str) -> None:
 def serve(
     app: App, http_listen: str, gemini_listen: str, cert: Path | None, key: Path | None
 ) -> None:
-    """Serve the published site over HTTP and Gemini."""
+    """Serve the published site over HTTP and Gemini (with conditional GETs and TOFU TLS)."""
+    import logging
     from urllib.parse import urlsplit
 
     from digest.serve import parse_listen
     from digest.serve import serve as run_servers
 
+    def listen(text: str, option: str) -> tuple[str, int] | None:
+        try:
+            return None if text == "off" else parse_listen(text)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=option) from None
+
     settings = app.config.settings
-    output = Path(settings.site.output_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     hostname = urlsplit(settings.site.gemini_base_url or settings.site.base_url).hostname
-    run_servers(
-        output,
-        http=None if http_listen == "off" else parse_listen(http_listen),
-        gemini=None if gemini_listen == "off" else parse_listen(gemini_listen),
-        hostname=hostname or "localhost",
-        cert=cert,
-        key=key,
-        state_dir=settings.site.state_dir,
-    )
+    try:
+        run_servers(
+            Path(settings.site.output_dir),
+            http=listen(http_listen, "--http"),
+            gemini=listen(gemini_listen, "--gemini"),
+            hostname=hostname or "localhost",
+            cert=cert,
+            key=key,
+            state_dir=settings.site.state_dir,
+        )
+    except (ValueError, OSError) as error:
+        err.print(f"cannot serve: {error}", markup=False)
+        raise SystemExit(EXIT_USAGE if isinstance(error, ValueError) else EXIT_FEEDS_FAILED) from None
 
 
 def _poll(store: Store, config: Config, every: bool) -> PollSummary:
@@ -278,7 +359,7 @@ def _build(store: Store, config: Config, at: datetime | None) -> list[Any]:
 def _render(store: Store, config: Config, only: list[Any] | None) -> RenderReport:
     try:
         report = render(store, config.settings, only)
-    except OSError as error:
+    except (OSError, RenderError) as error:
         err.print(f"cannot write the site: {error}", markup=False)
         raise SystemExit(EXIT_FEEDS_FAILED) from None
     click.echo(
@@ -286,6 +367,31 @@ def _render(store: Store, config: Config, only: list[Any] | None) -> RenderRepor
         f"into {config.settings.site.output_dir}"
     )
     return report
+
+
+@contextmanager
+def _publishing(config: Config, exit_code: int = EXIT_OK) -> Iterator[None]:
+    """Close and render one runner at a time; a runner that waited too long skips, not fails."""
+    try:
+        with publishing(config.settings):
+            yield
+    except LockBusy as busy:
+        err.print(f"skipped closing and rendering: {busy}; the next run will do it", markup=False)
+        raise SystemExit(exit_code) from None
+
+
+@contextmanager
+def _busy_database(config: Config) -> Iterator[None]:
+    """SQLite locked by another program past the busy timeout: one clear line, no traceback."""
+    apply_busy_timeout_override()
+    try:
+        yield
+    except OperationalError as error:
+        message = locked_database(error, config.database_url)
+        if message is None:
+            raise
+        err.print(message, markup=False)
+        raise SystemExit(EXIT_FEEDS_FAILED) from None
 
 
 @contextmanager
@@ -321,6 +427,10 @@ def _parse_at(text: str, config: Config) -> datetime:
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _when_text(iso: str | None) -> str:
+    return _when(datetime.fromisoformat(iso)) if iso else "never"
 
 
 def main() -> None:

@@ -213,7 +213,9 @@ def load_config(path: Path) -> Config:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: not valid YAML: {getattr(error, 'problem', error)}"]) from None
+        raise ConfigError(
+            [f"{where}: not valid YAML: {getattr(error, 'problem', error)}"]
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: expected a mapping with site, streams and feeds"])
     lines = dict(_key_lines(root)) if root is not None else {}
@@ -225,7 +227,10 @@ def load_config(path: Path) -> Config:
     if problems:
         problems.sort(key=lambda problem: problem[0])
         raise ConfigError(
-            [f"{path}:{line}: {_dotted(loc) or '(top)'}: {message}" for line, loc, message in problems]
+            [
+                f"{path}:{line}: {_dotted(loc) or '(top)'}: {message}"
+                for line, loc, message in problems
+            ]
         )
     return Config(path=path, settings=_resolve_paths(settings, path.parent.resolve()))
 
@@ -275,7 +280,9 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _key_lines(node: yaml.Node, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], int]]:
+def _key_lines(
+    node: yaml.Node, prefix: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], int]]:
     """Map each key path of the YAML document to its 1-based line number."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -294,14 +301,15 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     site = settings.site
     site = site.model_copy(
         update={
-            "output_dir": base / site.output_dir,
-            "state_dir": base / site.state_dir,
-            "templates": base / site.templates if site.templates else None,
+            "output_dir": (base / site.output_dir).resolve(),
+            "state_dir": (base / site.state_dir).resolve(),
+            "templates": (base / site.templates).resolve() if site.templates else None,
             "database": _resolve_sqlite(site.database, base),
         }
     )
     feeds = tuple(
-        feed.model_copy(update={"url": _resolve_file_url(feed.url, base)}) for feed in settings.feeds
+        feed.model_copy(update={"url": _resolve_file_url(feed.url, base)})
+        for feed in settings.feeds
     )
     return settings.model_copy(update={"site": site, "feeds": feeds})
 
@@ -311,7 +319,7 @@ def _resolve_sqlite(url: str, base: Path) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
         rest = url[len(prefix) :]
         if rest and rest != ":memory:":
-            return prefix + str(base / rest)
+            return prefix + str((base / rest).resolve())
     return url
 
 

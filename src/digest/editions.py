@@ -7,8 +7,8 @@ time, so later changes to an entry never change a published edition.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import groupby
 from datetime import date, datetime
+from itertools import groupby
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -149,14 +149,13 @@ def _carriers(session: Session, name: str, canonicals: list[str]) -> dict[str, i
     counts: dict[str, int] = {}
     for start in range(0, len(canonicals), 500):
         chunk = canonicals[start : start + 500]
-        counts.update(
-            session.execute(
-                select(EntryRow.canonical_url, func.count(func.distinct(EntryRow.feed_id)))
-                .join(FeedRow, EntryRow.feed_id == FeedRow.id)
-                .where(FeedRow.stream == name, EntryRow.canonical_url.in_(chunk))
-                .group_by(EntryRow.canonical_url)
-            ).all()
+        rows = session.execute(
+            select(EntryRow.canonical_url, func.count(func.distinct(EntryRow.feed_id)))
+            .join(FeedRow, EntryRow.feed_id == FeedRow.id)
+            .where(FeedRow.stream == name, EntryRow.canonical_url.in_(chunk))
+            .group_by(EntryRow.canonical_url)
         )
+        counts.update((canonical, count) for canonical, count in rows if canonical)
     return counts
 
 
@@ -206,7 +205,7 @@ def rank_headlines(chosen: list[_Candidate], carried: dict[str, int]) -> list[st
 
 
 def join_headlines(headlines: list[str]) -> str:
-    """"A", "A and B", "A, B, and C"."""
+    """ "A", "A and B", "A, B, and C"."""
     if len(headlines) <= 2:
         return " and ".join(headlines)
     return ", ".join(headlines[:-1]) + ", and " + headlines[-1]

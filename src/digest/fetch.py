@@ -1,8 +1,8 @@
 """Fetch stage: get the bytes for one feed URL, politely and safely.
 
-Owns conditional GET, size and time limits, redirects, status mapping and file:// reads.
-Knows nothing about parsing or the database: the caching state it needs comes in as data
-(`CacheState`) and goes out as data.
+Owns conditional GET, size and time limits, redirects, status mapping, Gemini trust on first
+use and file:// reads. Knows nothing about parsing or the database: the caching state and the
+known Gemini host keys it needs come in as data (`CacheState`, `known_hosts`) and go out as data.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+from digest import gemini
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,12 @@ class FetchResult:
     headers: Mapping[str, str] = field(default_factory=dict)
     cache: CacheState = field(default_factory=CacheState)
     error: str | None = None
-    retry_after: datetime | None = None  # from Retry-After on 429/503
+    retry_after: datetime | None = None  # from Retry-After on 429/503, Gemini 44
     fresh_until: datetime | None = None  # from Cache-Control max-age / Expires
+    # The last Gemini host connected to ("host:port") and its certificate key fingerprint, so
+    # the caller can pin a first-seen key or offer a changed one to the operator.
+    tls_host: str | None = None
+    tls_fingerprint: str | None = None
 
 
 _ACCEPT = (
@@ -93,6 +99,22 @@ _MAX_FRESHNESS = timedelta(days=1)
 _MAX_RETRY_AFTER = timedelta(days=7)
 _READ_CHUNK = 64 * 1024
 
+_GEMINI_REDIRECT_STATUSES = frozenset(range(30, 40))
+_GEMINI_PERMANENT_REDIRECT_STATUSES = frozenset({31})
+# Names from the Gemini specification; a code it does not define is named by its class.
+_GEMINI_STATUS_NAMES = {
+    40: "temporary failure",
+    41: "server unavailable",
+    42: "CGI error",
+    43: "proxy error",
+    44: "slow down",
+    50: "permanent failure",
+    51: "not found",
+    52: "gone",
+    53: "proxy request refused",
+    59: "bad request",
+}
+
 _Origin = tuple[str, str | None, int | None]  # scheme, host, port
 
 
@@ -103,8 +125,10 @@ class _FetchError(Exception):
 class Fetcher:
     """One shared aiohttp.ClientSession for a whole poll; an async context manager."""
 
-    def __init__(self, limits: FetchLimits) -> None:
+    def __init__(self, limits: FetchLimits, known_hosts: Mapping[str, str] | None = None) -> None:
+        """`known_hosts` maps "host:port" to the pinned fingerprint of each Gemini host's key."""
         self._limits = limits
+        self._known_hosts = dict(known_hosts or {})
         self._policy = _AddressPolicy(
             allow_private=limits.allow_private_networks,
             allowed=tuple(ipaddress.ip_network(net) for net in limits.allowed_networks),
@@ -163,13 +187,20 @@ class Fetcher:
         except ValueError as exc:
             return _error(url, f"invalid URL: {exc}")
         trail = _Trail(url, start)
+        return await self._bounded(trail, lambda: self._follow(trail, cache))
+
+    async def _bounded(
+        self, trail: _Trail, follow: Callable[[], Awaitable[FetchResult]]
+    ) -> FetchResult:
+        """Run one fetch in its host's slot under the total deadline; failures become ERRORs."""
+        start = trail.current
         async with self._host_slots[(start.scheme, start.host, start.port)], self._slots:
             try:
                 async with asyncio.timeout(self._limits.timeout):
-                    return await self._follow(trail, cache)
+                    return await follow()
             except TimeoutError:
                 return trail.error(f"timed out after {self._limits.timeout:g}s")
-            except _FetchError as exc:
+            except (_FetchError, gemini.GeminiError) as exc:
                 return trail.error(str(exc))
             except aiohttp.ClientError as exc:
                 return trail.error(_describe_client_error(exc))
@@ -238,7 +269,46 @@ class Fetcher:
         return FetchResult(url, outcome, final_url=url, body=kept_body, cache=new_cache)
 
     async def _fetch_gemini(self, url: str, cache: CacheState) -> FetchResult:
-        return _error(url, "gemini:// is not supported yet")
+        try:
+            start = URL(url)
+        except ValueError as exc:
+            return _error(url, f"invalid URL: {exc}")
+        trail = _Trail(
+            url,
+            start,
+            redirect_statuses=_GEMINI_REDIRECT_STATUSES,
+            permanent_statuses=_GEMINI_PERMANENT_REDIRECT_STATUSES,
+        )
+        return await self._bounded(trail, lambda: self._follow_gemini(trail, cache))
+
+    async def _follow_gemini(self, trail: _Trail, cache: CacheState) -> FetchResult:
+        while True:
+            host = trail.current.raw_host  # IDNA-encoded: the form for SNI and known hosts
+            if not host:
+                raise _FetchError("URL has no host")
+            port = trail.current.port or gemini.DEFAULT_PORT
+            async with gemini.connect(host, port, self._policy.check) as connection:
+                self._check_key(trail, gemini.host_key(host, port), connection.fingerprint)
+                response = await connection.request(str(trail.current))
+                trail.statuses.append(response.status)
+                if response.status // 10 == 2:
+                    body = await connection.read_body(self._limits.max_bytes)
+                    return _gemini_success(trail, response, body, cache)
+            if response.status // 10 != 3:
+                return _gemini_failure(trail, response)
+            if trail.redirects > self._limits.max_redirects:
+                raise _FetchError(f"too many redirects (more than {self._limits.max_redirects})")
+            trail.current = _gemini_redirect_target(trail.current, response.meta)
+
+    def _check_key(self, trail: _Trail, host: str, fingerprint: str) -> None:
+        """Trust on first use: a new host's key is accepted, a known host's must not change."""
+        trail.tls_host, trail.tls_fingerprint = host, fingerprint
+        known = self._known_hosts.get(host)
+        if known is not None and known != fingerprint:
+            raise _FetchError(
+                f"certificate for {host} changed (known {known}, now {fingerprint}); "
+                f"run `digest trust {host}` to accept it"
+            )
 
 
 @dataclass
@@ -248,10 +318,15 @@ class _Trail:
     url: str
     current: URL
     statuses: list[int] = field(default_factory=list)
+    # Gemini fetches bring their own redirect codes (30, 31) and a certificate key per hop.
+    redirect_statuses: frozenset[int] = _REDIRECT_STATUSES
+    permanent_statuses: frozenset[int] = _PERMANENT_REDIRECT_STATUSES
+    tls_host: str | None = None
+    tls_fingerprint: str | None = None
 
     @property
     def redirects(self) -> int:
-        return sum(status in _REDIRECT_STATUSES for status in self.statuses)
+        return sum(status in self.redirect_statuses for status in self.statuses)
 
     def result(
         self,
@@ -265,7 +340,7 @@ class _Trail:
         fresh_until: datetime | None = None,
     ) -> FetchResult:
         hops = self.statuses[:-1]
-        moved_for_good = bool(hops) and all(s in _PERMANENT_REDIRECT_STATUSES for s in hops)
+        moved_for_good = bool(hops) and all(s in self.permanent_statuses for s in hops)
         return FetchResult(
             url=self.url,
             outcome=outcome,
@@ -278,6 +353,8 @@ class _Trail:
             error=error,
             retry_after=retry_after,
             fresh_until=fresh_until,
+            tls_host=self.tls_host,
+            tls_fingerprint=self.tls_fingerprint,
         )
 
     def error(self, message: str) -> FetchResult:
@@ -502,6 +579,51 @@ def _describe_client_error(exc: aiohttp.ClientError) -> str:
         case aiohttp.InvalidURL():
             return f"invalid URL: {exc}"
     return f"network error: {exc or type(exc).__name__}"
+
+
+def _gemini_success(
+    trail: _Trail, response: gemini.Response, body: bytes, cache: CacheState
+) -> FetchResult:
+    # An empty meta means text/gemini (Gemini specification 3.3); the parser reads the type.
+    content_type = response.meta or "text/gemini; charset=utf-8"
+    outcome, kept_body, new_cache = _compare_body(body, cache, CacheState())
+    return trail.result(
+        outcome, body=kept_body, headers={"content-type": content_type}, cache=new_cache
+    )
+
+
+def _gemini_failure(trail: _Trail, response: gemini.Response) -> FetchResult:
+    """Any status but success and redirect: 52 disables the feed, the rest back off."""
+    status = response.status
+    if status // 10 == 1:
+        return trail.error(f"the capsule asks for input (status {status}): not a feed")
+    if status // 10 == 6:
+        return trail.error(f"the capsule requires a client certificate ({status})")
+    name = _GEMINI_STATUS_NAMES.get(status) or _GEMINI_STATUS_NAMES[status // 10 * 10]
+    message = f"Gemini {status} {name}"
+    if status == 44:
+        # The meta of 44 is the number of seconds to wait.
+        delay = _delta_seconds(response.meta)
+        retry_after = None if delay is None else datetime.now(UTC) + min(delay, _MAX_RETRY_AFTER)
+        return trail.result(Outcome.ERROR, error=message, retry_after=retry_after)
+    # The server's own words can say why; shown only as plain text, and not when they merely
+    # repeat the name ("51 Not Found").
+    meta = response.meta.strip()
+    if meta and meta.isprintable() and meta.lower() != name.lower():
+        message += f": {meta[:200]}"
+    return trail.result(Outcome.GONE if status == 52 else Outcome.ERROR, error=message)
+
+
+def _gemini_redirect_target(current: URL, meta: str) -> URL:
+    try:
+        target = URL(gemini.resolve(str(current), meta.strip()))
+    except ValueError:
+        raise _FetchError(f"invalid redirect target: {meta!r}") from None
+    if target.scheme != "gemini":
+        raise _FetchError(
+            f"refused redirect to {target}: only gemini redirects are followed from gemini"
+        )
+    return target
 
 
 def _file_path(url: str) -> str:

@@ -76,7 +76,7 @@ _DROP = {cp: None for cp in _CONTROLS if not chr(cp).isspace()} | {
     ord(c): None for c in _BIDI_CONTROLS + "\ufeff"
 }
 # In HTML tab, newline and carriage return are ordinary; other spacing controls become spaces.
-# Bidi controls stay: right-to-left prose needs them, and there they cannot reorder our markup.
+# Bidi controls stay: right-to-left prose needs them, and a block of HTML bounds their reach.
 _HTML_CONTROLS = {
     cp: " " if chr(cp).isspace() else None for cp in _CONTROLS if chr(cp) not in "\t\n\r"
 }
@@ -106,11 +106,11 @@ def html_to_text(fragment: str) -> str:
     """Plain text of an HTML fragment, each entity decoded exactly once."""
     # nh3 parses like a browser and escapes all text it outputs, so every '<' left is one of the
     # bare break tags, and the single unescape decodes what the author wrote, never twice.
-    kept = _TEXT_CLEANER.clean(fragment)
+    kept = _TEXT_CLEANER.clean(fragment.translate(_HTML_CONTROLS))
     return clean_text(html.unescape(_TAG.sub(" ", kept)))
 
 
-def shorten(text: str, words: int | None, chars: int) -> str:
+def _shorten(text: str, words: int | None, chars: int) -> str:
     """The first words of text (at most chars long), ending with '…' when cut."""
     parts = text.split(" ")
     cut = text if words is None or len(parts) <= words else " ".join(parts[:words])
@@ -168,6 +168,8 @@ def clean_html(fragment: str, base: str) -> str | None:
 
 # --- entities ---------------------------------------------------------------------------------
 
+# A PI, comment or DOCTYPE (group 1), else the start of the root element.
+_PROLOG_TOKEN = re.compile(r"<(\?|!--|!doctype)|<(?:[^\W\d]|:)", re.I)
 _DOCTYPE_TOKEN = re.compile(
     r"\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|<!--.*?(?:-->|\Z)|<\?.*?(?:\?>|\Z)|[\[\]>]", re.S
 )
@@ -213,17 +215,16 @@ def _prolog(text: str) -> str:
     whole, so a '<a' hidden inside them cannot end the prolog early.
     """
     i = 0
-    while (i := text.find("<", i)) >= 0:
-        if text.startswith(("<?", "<!--"), i):
-            closer = "?>" if text.startswith("<?", i) else "-->"
-            end = text.find(closer, i + 2)
-            i = len(text) if end < 0 else end + len(closer)
-        elif text[i : i + 9].lower() == "<!doctype":
-            i = _doctype_end(text, i + 9)
-        elif text[i + 1 : i + 2].isalpha() or text[i + 1 : i + 2] in ("_", ":"):
-            return text[:i]
+    while token := _PROLOG_TOKEN.search(text, i):
+        opener = token.group(1)
+        if opener is None:
+            return text[: token.start()]
+        if opener.lower() == "!doctype":
+            i = _doctype_end(text, token.end())
         else:
-            i += 1
+            closer = "?>" if opener == "?" else "-->"
+            end = text.find(closer, token.end())
+            i = len(text) if end < 0 else end + len(closer)
     return text
 
 
@@ -259,28 +260,31 @@ def _entry(
     text: str,
     content_html: str | None,
     author: str | None,
-    when: datetime | None,
+    published: datetime | None,
+    updated: datetime | None,
     now: datetime,
 ) -> ParsedEntry | None:
     """One normalized entry, or None when it has nothing a reader could see or follow."""
-    summary = shorten(text, BLURB_WORDS, BLURB_CHARS)
-    title = shorten(title, None, TITLE_CHARS) or shorten(text, TITLE_FALLBACK_WORDS, TITLE_CHARS)
+    summary = _shorten(text, BLURB_WORDS, BLURB_CHARS)
+    title = _shorten(title, None, TITLE_CHARS) or _shorten(text, TITLE_FALLBACK_WORDS, TITLE_CHARS)
     title = title or link or ""
     if not title:
         return None
     identity = clean_text(entry_id or "") or link
-    if identity and len(identity) <= MAX_KEY_CHARS:
-        key = identity
+    if identity:
+        key = identity if len(identity) <= MAX_KEY_CHARS else "sha256:" + _digest(identity)
     else:
-        # The unclamped date: a clamped one would change from run to run.
-        key = "sha256:" + _digest(identity or title, when.isoformat() if when else None)
+        # Only the published date, as given: an updated date or a clamped one would change from
+        # run to run and turn one entry into many.
+        key = "sha256:" + _digest(title, published.isoformat() if published else None)
+    when = published or updated
     return ParsedEntry(
         key=key,
         title=title,
         link=link,
         summary=summary,
         content_html=content_html,
-        author=shorten(author, None, AUTHOR_CHARS) if author else None,
+        author=_shorten(author, None, AUTHOR_CHARS) if author else None,
         published=min(when, now) if when else None,
         content_hash=_digest(title, link, summary, content_html),
     )
@@ -303,7 +307,11 @@ def parse_feed(
     headers: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> ParsedFeed:
-    """Normalize one fetched body: RSS, RDF, Atom, JSON Feed or a gemsub page."""
+    """Normalize one fetched body: RSS, RDF, Atom, JSON Feed or a gemsub page.
+
+    Titles are read as HTML except where the format says they are text (Atom type="text",
+    JSON Feed, gemtext). Raises ParseError for a body that is not a feed, or declares entities.
+    """
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     now = datetime.now(UTC) if now is None else _as_utc(now)
     media_type, charset = _media_type(lowered)
@@ -341,7 +349,11 @@ def _parse_xml(
     version = parsed.get("version") or ""
     if not parsed.entries and not version:
         reason = parsed.get("bozo_exception")
-        detail = str(reason).removeprefix("<unknown>:") if reason else "no RSS, RDF or Atom root"
+        # feedparser's mere warnings (no or a non-XML content type, ...) are not the reason.
+        if reason is None or isinstance(reason, feedparser.ThingsNobodyCaresAboutButMe):
+            detail = "no RSS, RDF or Atom root element"
+        else:
+            detail = str(reason).removeprefix("<unknown>:")
         looks_html = media_type in ("text/html", "application/xhtml+xml") or re.match(
             rb"\s*(<!doctype html|<html)", body[:200], re.I
         )
@@ -386,20 +398,19 @@ def _fp_author(item: Mapping[str, Any]) -> str | None:
     return clean_text(str(detail.get("name") or item.get("author") or "")) or None
 
 
-def _fp_date(item: Mapping[str, Any]) -> datetime | None:
-    # feedparser normalizes its *_parsed tuples to UTC and reads naive times as UTC.
-    for name in ("published_parsed", "updated_parsed"):
-        value: time.struct_time | None = item.get(name)
-        if value is not None:
-            try:
-                return datetime(*value[:6], tzinfo=UTC)
-            except (TypeError, ValueError):
-                continue
-    return None
+def _fp_date(item: dict[str, Any], name: str) -> datetime | None:
+    # dict.get: feedparser's own get() maps a missing updated to published, with a warning.
+    value: time.struct_time | None = dict.get(item, f"{name}_parsed")
+    if value is not None:
+        # feedparser normalizes its *_parsed tuples to UTC and reads naive times as UTC.
+        with contextlib.suppress(ValueError):  # e.g. year 0
+            return datetime(*value[:6], tzinfo=UTC)
+    # feedparser gives up on some dates, e.g. RFC 822 ones without a zone.
+    return _text_date(dict.get(item, name))
 
 
 def _fp_entry(
-    item: Mapping[str, Any], *, url: str, declared: bool, feed_author: str | None, now: datetime
+    item: dict[str, Any], *, url: str, declared: bool, feed_author: str | None, now: datetime
 ) -> ParsedEntry | None:
     summary_detail = item.get("summary_detail")
     contents = [c for c in item.get("content") or [] if c.get("value")]
@@ -413,7 +424,8 @@ def _fp_entry(
         text=text,
         content_html=_fp_html(content, url) if content else None,
         author=_fp_author(item) or feed_author,
-        when=_fp_date(item),
+        published=_fp_date(item, "published"),
+        updated=_fp_date(item, "updated"),
         now=now,
     )
 
@@ -431,14 +443,15 @@ def _json_str(obj: Mapping[str, Any], name: str) -> str | None:
     return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _json_date(value: str | None) -> datetime | None:
+def _text_date(value: str | None) -> datetime | None:
+    """An ISO 8601 or RFC 822 date, naive read as UTC."""
     if not value:
         return None
     try:
         return _as_utc(datetime.fromisoformat(value.strip()))
     except ValueError:
         pass
-    try:  # some generators write RFC 822 dates despite the spec
+    try:
         return _as_utc(email.utils.parsedate_to_datetime(value))
     except (TypeError, ValueError, IndexError):
         return None
@@ -509,8 +522,8 @@ def _json_entry(
         text=text,
         content_html=cleaned,
         author=_json_author(item) or feed_author,
-        when=_json_date(_json_str(item, "date_published"))
-        or _json_date(_json_str(item, "date_modified")),
+        published=_text_date(_json_str(item, "date_published")),
+        updated=_text_date(_json_str(item, "date_modified")),
         now=now,
     )
 
@@ -561,7 +574,8 @@ def _parse_gemsub(body: bytes, *, url: str, now: datetime) -> ParsedFeed:
             text="",
             content_html=None,
             author=None,
-            when=datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+            published=datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+            updated=None,
             now=now,
         )
         if entry is not None:

@@ -21,6 +21,7 @@ from digest.config import FetchSettings
 from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
 from digest.parse import ParsedFeed, ParseError, parse_feed
 from digest.store import FeedRow, FeedUpdate, Store, apply_feed_update, due_feeds, store_entries
+from digest.store.hosts import known_hosts, offer_host, remember_host
 
 MAX_BACKOFF = timedelta(days=1)
 MAX_FRESHNESS = timedelta(days=1)
@@ -51,8 +52,9 @@ class PollSummary:
 
     def line(self) -> str:
         return (
-            f"polled {self.polled} feeds: {self.fetched} fetched, {self.not_modified} not modified, "
-            f"{self.new_entries} new entries, {self.updated_entries} updated, {self.failed} failed"
+            f"polled {self.polled} feeds: {self.fetched} fetched, "
+            f"{self.not_modified} not modified, {self.new_entries} new entries, "
+            f"{self.updated_entries} updated, {self.failed} failed"
         )
 
 
@@ -115,9 +117,7 @@ class Poller:
         self.store = store
         self.limits = fetch_limits(fetch_settings)
 
-    def run(
-        self, *, every: bool = False, progress: ProgressCallback | None = None
-    ) -> PollSummary:
+    def run(self, *, every: bool = False, progress: ProgressCallback | None = None) -> PollSummary:
         return asyncio.run(self.poll(every=every, progress=progress))
 
     async def poll(
@@ -126,18 +126,19 @@ class Poller:
         now = datetime.now(UTC)
         with self.store.reading() as session:
             due = [_due(row) for row in due_feeds(session, now, every=every)]
+            known = known_hosts(session)
         summary = PollSummary(polled=len(due))
         if not due:
             return summary
         done = 0
         with _parser_pool(len(due)) as pool:
-            async with Fetcher(self.limits) as fetcher:
+            async with Fetcher(self.limits, known) as fetcher:
 
                 async def one(feed: _Due) -> None:
                     nonlocal done
                     result = await fetcher.fetch(feed.url, feed.cache)
                     parsed = await self._parse(pool, result)
-                    self._record(feed, result, parsed, summary)
+                    self._record(feed, result, parsed, summary, known)
                     done += 1
                     if progress:
                         progress(done, len(due))
@@ -153,7 +154,12 @@ class Poller:
         return await loop.run_in_executor(pool, _parse_job, result.body, url, dict(result.headers))
 
     def _record(
-        self, feed: _Due, result: FetchResult, parsed: ParsedFeed | str | None, summary: PollSummary
+        self,
+        feed: _Due,
+        result: FetchResult,
+        parsed: ParsedFeed | str | None,
+        summary: PollSummary,
+        known: Mapping[str, str],
     ) -> None:
         now = datetime.now(UTC)
         error = result.error if result.outcome in (Outcome.ERROR, Outcome.GONE) else None
@@ -177,12 +183,21 @@ class Poller:
             last_modified=result.cache.last_modified,
             body_hash=result.cache.body_hash,
             disabled_reason=(
-                f"gone (HTTP 410) since {now:%Y-%m-%d}" if result.outcome is Outcome.GONE else None
+                f"gone ({result.error}) since {now:%Y-%m-%d}"
+                if result.outcome is Outcome.GONE
+                else None
             ),
             title=parsed.title if isinstance(parsed, ParsedFeed) else None,
         )
         with self.store.writing() as session:
             apply_feed_update(session, feed.id, change)
+            if result.tls_host and result.tls_fingerprint:
+                # Pin a first-seen key (or note the pinned one again); a changed key is only
+                # offered: the fetch already failed, and `digest trust` accepts it.
+                if known.get(result.tls_host, result.tls_fingerprint) == result.tls_fingerprint:
+                    remember_host(session, result.tls_host, result.tls_fingerprint, now)
+                else:
+                    offer_host(session, result.tls_host, result.tls_fingerprint, now)
             if isinstance(parsed, ParsedFeed):
                 changes = store_entries(session, feed.id, parsed.entries, now)
                 summary.new_entries += len(changes.new)

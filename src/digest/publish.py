@@ -1,13 +1,17 @@
 """Publishing: close editions and turn the database into site content for the renderer.
 
 Wiring between editions, store and render: the renderer gets plain dataclasses and never
-sees the database.
+sees the database. Callers hold `publishing(settings)` around `build` and `render`, so a
+daemon and cron runs close and write one at a time.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,11 +20,21 @@ from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.editions import Edition, close_edition, load_editions
+from digest.locks import publish_lock
 from digest.render import RecentPost, RenderReport, SiteContent, StreamContent, render_site
 from digest.store import EntryRow, FeedRow, Store
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What render's tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") leaves when killed mid-write.
+_STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def publishing(
+    settings: Settings, *, cancel: threading.Event | None = None
+) -> AbstractContextManager[None]:
+    """The publish lock of this site; raises digest.locks.LockBusy after a bounded wait."""
+    return publish_lock(settings.site.state_dir, cancel=cancel)
 
 
 def build(store: Store, settings: Settings, at: datetime | None = None) -> list[Edition]:
@@ -65,17 +79,40 @@ def site_content(session: Session, settings: Settings) -> SiteContent:
     )
 
 
-def render(
-    store: Store, settings: Settings, only: Sequence[Edition] | None = None
-) -> RenderReport:
+def render(store: Store, settings: Settings, only: Sequence[Edition] | None = None) -> RenderReport:
+    """Write the site: every page, or the indexes plus `only` and any edition without pages.
+
+    Finishes what a run killed mid-render left: editions closed but never written get
+    written, and its temporary files are removed.
+    """
+    output = Path(settings.site.output_dir)
+    remove_stale_temp_files(output)
     with store.reading() as session:
         content = site_content(session, settings)
-    return render_site(
-        content,
-        Path(settings.site.output_dir),
-        only=only,
-        templates_override=settings.site.templates,
-    )
+    if only is not None:
+        only = [*only, *unwritten_editions(content, output)]
+    return render_site(content, output, only=only, templates_override=settings.site.templates)
+
+
+def unwritten_editions(content: SiteContent, output: Path) -> list[Edition]:
+    return [
+        edition
+        for stream in content.streams
+        for edition in stream.editions
+        if not all((output / f"{edition.path}{ext}").is_file() for ext in (".html", ".gmi"))
+    ]
+
+
+def remove_stale_temp_files(output: Path) -> list[Path]:
+    """Delete render's temporary files left by a killed run (only safe under the lock)."""
+    removed = []
+    for folder, _dirs, files in os.walk(output):
+        for name in files:
+            if _STALE_TEMP.match(name):
+                path = Path(folder, name)
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def _edition_post(edition: Edition, base_url: str, gemini_base_url: str) -> RecentPost:

@@ -1,66 +1,450 @@
 """The daemon: APScheduler decides when each stage runs; our tables hold every poll time.
 
-One job polls whatever feeds are due; one cron job per stream closes an edition and
-renders what changed. Jobs never overlap themselves, and missed runs are coalesced.
+One job polls whatever feeds are due; one cron job per stream closes an edition and renders
+what changed. Jobs never overlap themselves and missed runs are coalesced; a closing missed
+while the daemon was down is made up once at start. The config is re-read on SIGHUP and when
+the file changes; SIGTERM and SIGINT stop it cleanly: the poll in flight gets a few seconds
+to finish, then is cancelled (its unfinished feeds stay due), and the process exits 0.
+
+Test hook: DIGEST_TEST_CLOSE_EVERY (a duration such as `2s`) closes every stream on that
+interval instead of its cron schedule, so tests need not wait for the minute.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import os
 import signal
-from datetime import UTC, datetime
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from digest.config import Config
+from digest.config import Config, ConfigError, Settings, load_config, parse_duration
 from digest.editions import close_edition
-from digest.poll import Poller
-from digest.publish import render
-from digest.store import Store
+from digest.locks import LockBusy, locked_database, running_daemon
+from digest.poll import Poller, PollSummary
+from digest.publish import publishing, render
+from digest.render import RenderError
+from digest.store import EditionRow, Store, feed_health, sync_feeds
 
 log = logging.getLogger("digest.daemon")
 
-POLL_EVERY_SECONDS = 60
+CLOSE_EVERY_ENV = "DIGEST_TEST_CLOSE_EVERY"
+# The poll job only asks the database which feeds are due, so it can run often; it runs as
+# often as the shortest feed interval, between these bounds.
+POLL_TICK_MIN = timedelta(seconds=1)
+POLL_TICK_MAX = timedelta(seconds=30)
+CONFIG_CHECK_SECONDS = 2.0
+STOP_GRACE_SECONDS = 3.0  # for the poll in flight, before it is cancelled
+CLOSINGS_FILE = "closings.json"
+JOB_DEFAULTS = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+
+
+def close_trigger(schedule: str, zone: ZoneInfo) -> CronTrigger | IntervalTrigger:
+    """The stream's cron schedule in the site's zone (or the test hook's interval)."""
+    every = os.environ.get(CLOSE_EVERY_ENV)
+    if every:
+        return IntervalTrigger(seconds=parse_duration(every).total_seconds(), timezone=zone)
+    return CronTrigger.from_crontab(schedule, timezone=zone)
+
+
+def last_fire_between(trigger: CronTrigger, since: datetime, now: datetime) -> datetime | None:
+    """The latest time in (since, now] the trigger fires at, or None.
+
+    Searches backwards from now in growing windows, so a schedule that fires every minute
+    costs a few steps however long ago `since` was.
+    """
+    window = timedelta(hours=1)
+    while True:
+        start = max(since, now - window)
+        latest = None
+        fire = trigger.get_next_fire_time(None, start + timedelta(microseconds=1))
+        while fire is not None and fire <= now:
+            latest = fire
+            fire = trigger.get_next_fire_time(None, fire + timedelta(microseconds=1))
+        if latest is not None or start == since:
+            return latest
+        window *= 8
+
+
+def poll_tick(settings: Settings) -> timedelta:
+    shortest = min((feed.interval for feed in settings.feeds), default=POLL_TICK_MAX)
+    return max(POLL_TICK_MIN, min(shortest, POLL_TICK_MAX))
+
+
+class ClosingsRecord:
+    """Per stream, the time up to which its schedule has been served (a JSON file in the state
+    folder), so a restart can tell a closing it missed from one that found nothing new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self._times = {name: datetime.fromisoformat(when) for name, when in data.items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            self._times = {}
+
+    def get(self, stream: str) -> datetime | None:
+        with self._lock:
+            return self._times.get(stream)
+
+    def record(self, stream: str, at: datetime) -> None:
+        with self._lock:
+            self._times[stream] = max(at, self._times.get(stream, at))
+            text = json.dumps({name: when.isoformat() for name, when in self._times.items()})
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+class Daemon:
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+        # Fixed for the process: a reload that moves them is logged, not followed.
+        self.state_dir = config.settings.site.state_dir
+        self.closings = ClosingsRecord(self.state_dir / CLOSINGS_FILE)
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._reload_requested = False
+        self._config_stamp = _stamp(config.path)
+        self._poll_lock = threading.Lock()
+        self._poll_task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self._poll_cancelled = False
+        self._poll_idle = threading.Event()
+        self._poll_idle.set()
+        self.scheduler = BackgroundScheduler(
+            timezone=config.settings.site.zone,
+            executors={"default": ThreadPoolExecutor(max_workers=4)},
+            job_defaults=JOB_DEFAULTS,
+        )
+
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+        settings = self.config.settings
+        self._schedule(settings)
+        self._make_up_missed_closings(datetime.now(UTC))
+        # Pages a killed run closed but never wrote, and its temporary files.
+        self.scheduler.add_job(self._job(self._publish), id="publish-at-start")
+        self.scheduler.start()
+        log.info(
+            "daemon started (pid %d): %d feeds, %s",
+            os.getpid(),
+            len(settings.feeds),
+            ", ".join(self._describe_schedule()) or "no streams",
+        )
+        while not self.stopping.is_set():
+            self._wake.wait(CONFIG_CHECK_SECONDS)
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
+            stamp = _stamp(self.config.path)
+            if self._reload_requested or stamp != self._config_stamp:
+                self._reload_requested = False
+                self._config_stamp = stamp
+                self.reload()
+        self._stop()
+
+    def reload(self) -> None:
+        """Re-read the config; keep the running one when the new one does not validate."""
+        path = self.config.path
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("config not reloaded: %s", problem)
+            log.error("config not reloaded: keeping the running config of %s", path)
+            return
+        old = self.config.settings.site
+        new = config.settings.site
+        for key, before, after in (
+            ("database", old.database, new.database),
+            ("state_dir", old.state_dir, new.state_dir),
+        ):
+            if before != after:
+                log.warning("site.%s changed: restart the daemon to use it", key)
+        try:
+            with self.store.writing() as session:
+                sync_feeds(session, config.settings.feeds, datetime.now(UTC))
+        except OperationalError as error:
+            log.error("config not reloaded: %s", locked_database(error, self.store.url) or error)
+            self._config_stamp = None  # try again at the next check
+            return
+        self.config = config
+        self._schedule(config.settings)
+        log.info(
+            "config reloaded: %d feeds, %s",
+            len(config.settings.feeds),
+            ", ".join(self._describe_schedule()) or "no streams",
+        )
+
+    def _schedule(self, settings: Settings) -> None:
+        """(Re)place the jobs; the poll job runs at once, so new feeds are polled now."""
+        zone = settings.site.zone
+        self.scheduler.add_job(
+            self._job(self._poll),
+            IntervalTrigger(seconds=poll_tick(settings).total_seconds(), timezone=zone),
+            id="poll",
+            replace_existing=True,
+            next_run_time=datetime.now(zone),
+        )
+        wanted = {f"close:{name}" for name in settings.streams}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("close:") and job.id not in wanted:
+                job.remove()
+        for name, stream in settings.streams.items():
+            self.scheduler.add_job(
+                self._job(self._close, name),
+                close_trigger(stream.schedule, zone),
+                id=f"close:{name}",
+                replace_existing=True,
+            )
+
+    def _describe_schedule(self) -> list[str]:
+        described = []
+        for name in self.config.settings.streams:
+            job = self.scheduler.get_job(f"close:{name}")
+            when = job.next_run_time if job is not None else None
+            described.append(f"{name} closes next at {when:%Y-%m-%d %H:%M %Z}" if when else name)
+        return described
+
+    def _make_up_missed_closings(self, now: datetime) -> None:
+        settings = self.config.settings
+        with self.store.reading() as session:
+            last_closed: dict[str, datetime] = dict(
+                session.execute(
+                    select(EditionRow.stream, func.max(EditionRow.closed_at)).group_by(
+                        EditionRow.stream
+                    )
+                ).all()
+            )
+        for name, stream in settings.streams.items():
+            known = [when for when in (self.closings.get(name), last_closed.get(name)) if when]
+            if not known:
+                self.closings.record(name, now)  # a first start: nothing was missed
+                continue
+            trigger = close_trigger(stream.schedule, settings.site.zone)
+            if not isinstance(trigger, CronTrigger):
+                continue
+            missed = last_fire_between(trigger, max(known), now)
+            if missed is not None:
+                log.info("stream %s: making up the closing missed at %s", name, missed.isoformat())
+                self.scheduler.add_job(self._job(self._close, name, missed), id=f"make-up:{name}")
+
+    def _job(self, action: Callable[..., None], *args: Any) -> Callable[[], None]:
+        """The action as a job that logs its failure in one line and never kills the daemon."""
+
+        def job() -> None:
+            try:
+                action(*args)
+            except LockBusy as busy:
+                if not self.stopping.is_set():
+                    log.warning("skipped: %s", busy)
+            except (RenderError, OSError) as error:
+                log.error("cannot write the site: %s", error)
+            except OperationalError as error:
+                message = locked_database(error, self.store.url)
+                if message is None:
+                    raise
+                log.error("%s (trying again at the next run)", message)
+            except Exception:
+                log.exception("%s failed", getattr(action, "__name__", "job"))
+
+        return job
+
+    def _poll(self) -> None:
+        self._poll_idle.clear()
+        try:
+            if self.stopping.is_set():
+                return
+            poller = Poller(self.store, self.config.settings.fetch)
+            try:
+                summary = asyncio.run(self._cancellable_poll(poller))
+            except asyncio.CancelledError:
+                log.info("poll cancelled: the feeds it had not finished stay due")
+                return
+            if summary is None:
+                return
+            if summary.polled:
+                log.info(summary.line())
+            for failure in summary.failures:
+                log.warning("feed failed: %s <%s>: %s", failure.name, failure.url, failure.error)
+        finally:
+            with self._poll_lock:
+                self._poll_task = None
+            self._poll_idle.set()
+
+    async def _cancellable_poll(self, poller: Poller) -> PollSummary | None:
+        task = asyncio.current_task()
+        assert task is not None
+        with self._poll_lock:
+            if self._poll_cancelled:
+                return None
+            self._poll_task = (asyncio.get_running_loop(), task)
+        return await poller.poll()
+
+    def _close(self, name: str, at: datetime | None = None) -> None:
+        settings = self.config.settings
+        stream = settings.streams.get(name)
+        if stream is None or self.stopping.is_set():
+            return
+        with publishing(settings, cancel=self.stopping):
+            at = at or datetime.now(UTC)
+            try:
+                with self.store.writing() as session:
+                    edition = close_edition(session, name, stream, settings.site.zone, at)
+            except IntegrityError:
+                log.info("stream %s: another process closed this edition first", name)
+                return
+            self.closings.record(name, at)
+            if edition is None:
+                log.info("stream %s: nothing new to close", name)
+            else:
+                log.info("closed %s: %s", edition.path, edition.title)
+            self._render([edition] if edition else [])
+
+    def _publish(self) -> None:
+        with publishing(self.config.settings, cancel=self.stopping):
+            self._render([])
+
+    def _render(self, editions: list[Any]) -> None:
+        report = render(self.store, self.config.settings, editions)
+        if report.written:
+            log.info(
+                "rendered %d files (%d unchanged) into %s",
+                len(report.written),
+                len(report.unchanged),
+                self.config.settings.site.output_dir,
+            )
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stopping.is_set():
+            log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+        self._wake.set()
+
+    def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading %s", self.config.path)
+        self._reload_requested = True
+        self._wake.set()
+
+    def _stop(self) -> None:
+        self.scheduler.pause()  # no new runs; the ones in flight go on
+        if not self._poll_idle.wait(STOP_GRACE_SECONDS):
+            with self._poll_lock:
+                self._poll_cancelled = True
+                if self._poll_task is not None:
+                    loop, task = self._poll_task
+                    # RuntimeError: the loop has just finished on its own.
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(task.cancel)
+        self.scheduler.shutdown(wait=True)
+        log.info("daemon stopped")
 
 
 def run_daemon(store: Store, config: Config) -> None:
+    """Run until SIGTERM or SIGINT; the caller holds the daemon lock and closes the store."""
+    Daemon(store, config).run()
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return (status.st_mtime_ns, status.st_size, status.st_ino)
+
+
+def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
+    """What `digest status` shows: the daemon, polling, failing feeds, each stream's editions."""
     settings = config.settings
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    scheduler = BlockingScheduler(timezone=settings.site.zone)
-    poller = Poller(store, settings.fetch)
-
-    def poll_job() -> None:
-        summary = poller.run()
-        if summary.polled:
-            log.info(summary.line())
-
-    def close_job(name: str) -> None:
-        with store.writing() as session:
-            edition = close_edition(
-                session, name, settings.streams[name], settings.site.zone, datetime.now(UTC)
+    pid = running_daemon(settings.site.state_dir)
+    with store.reading() as session:
+        health = feed_health(session)
+        newest = (
+            select(EditionRow.stream, func.max(EditionRow.id).label("id"))
+            .group_by(EditionRow.stream)
+            .subquery()
+        )
+        last = {
+            row.stream: row
+            for row in session.scalars(
+                select(EditionRow).join(newest, EditionRow.id == newest.c.id)
             )
-        if edition is None:
-            log.info("stream %s: nothing new to close", name)
-            return
-        log.info("closed %s: %s", edition.path, edition.title)
-        render(store, settings, [edition])
-
-    job_options = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-    scheduler.add_job(
-        poll_job, "interval", seconds=POLL_EVERY_SECONDS, next_run_time=datetime.now(UTC),
-        id="poll", **job_options,
-    )
+        }
+    polls = [feed.last_poll for feed in health if feed.last_poll]
+    streams: dict[str, Any] = {}
     for name, stream in settings.streams.items():
-        trigger = CronTrigger.from_crontab(stream.schedule, timezone=settings.site.zone)
-        scheduler.add_job(close_job, trigger, args=[name], id=f"close:{name}", **job_options)
+        row = last.get(name)
+        fire = close_trigger(stream.schedule, settings.site.zone).get_next_fire_time(None, now)
+        streams[name] = {
+            "schedule": stream.schedule,
+            "last_edition": None
+            if row is None
+            else {
+                "path": f"{row.stream}/{row.date:%Y/%m/%d}/{row.number}",
+                "title": row.title,
+                "closed_at": row.closed_at.isoformat(),
+            },
+            "next_closing": fire.isoformat() if fire else None,
+        }
+    return {
+        "daemon": {"running": pid is not None, "pid": pid},
+        "last_poll": max(polls).isoformat() if polls else None,
+        "feeds": len(health),
+        "failing_feeds": [feed.as_json() for feed in health if feed.failures or feed.disabled],
+        "streams": streams,
+    }
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("digest daemon started with %d feeds", len(settings.feeds))
-    scheduler.start()
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        # One event, one line: a traceback is folded onto it.
+        return super().format(record).replace("\n", "\\n")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json.dumps(event, ensure_ascii=False)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    """Logs go to stderr (journald or the terminal), one line per event."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # APScheduler says "job skipped: already running" at each tick of a long poll; our jobs log
+    # what they do themselves.
+    if root.level > logging.DEBUG:
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -59,7 +59,8 @@ def canonical_url(url: str | None) -> str | None:
     scheme = "https" if parts.scheme in ("http", "https") else parts.scheme
     host = (parts.hostname or "").lower().removeprefix("www.")
     if parts.port and not (
-        (parts.scheme == "http" and parts.port == 80) or (parts.scheme == "https" and parts.port == 443)
+        (parts.scheme == "http" and parts.port == 80)
+        or (parts.scheme == "https" and parts.port == 443)
     ):
         host = f"{host}:{parts.port}"
     path = parts.path.rstrip("/") or ""
@@ -157,9 +158,7 @@ class EntryChanges:
     changed: list[ParsedEntry] = field(default_factory=list)
 
 
-def plan_entry_changes(
-    stored: Mapping[str, str], parsed: Iterable[ParsedEntry]
-) -> EntryChanges:
+def plan_entry_changes(stored: Mapping[str, str], parsed: Iterable[ParsedEntry]) -> EntryChanges:
     """Which parsed entries are new and which changed, given stored key -> content hash.
 
     Pure, so the "what changed?" rule is tested without a database or a server. An entry
@@ -182,7 +181,7 @@ def plan_entry_changes(
 def store_entries(
     session: Session, feed_id: int, entries: Sequence[ParsedEntry], now: datetime
 ) -> EntryChanges:
-    """Insert new entries and update changed ones; a second call with the same entries is a no-op."""
+    """Insert new entries and update changed ones; the same entries again change nothing."""
     keys = [_entry_key(entry.key) for entry in entries]
     stored: dict[str, str] = {}
     for chunk in _chunks(keys, 500):
@@ -195,7 +194,9 @@ def store_entries(
         )
     changes = plan_entry_changes(stored, entries)
     if changes.new:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = (
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        )
         # Another poller may have stored the same entry meanwhile: then theirs stands.
         statement = insert(EntryRow).on_conflict_do_nothing(
             index_elements=[EntryRow.feed_id, EntryRow.key]

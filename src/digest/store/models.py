@@ -62,7 +62,9 @@ class FeedRow(Base):
     __tablename__ = "feeds"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    config_url: Mapped[str] = mapped_column(String(2048), unique=True)  # identity: the URL in feeds.yaml
+    config_url: Mapped[str] = mapped_column(
+        String(2048), unique=True
+    )  # identity: the URL in feeds.yaml
     url: Mapped[str] = mapped_column(String(2048))  # where it is fetched now (301/308 change it)
     name: Mapped[str] = mapped_column(String(300))
     stream: Mapped[str | None] = mapped_column(String(100))
@@ -151,3 +153,16 @@ class EditionItemRow(Base):
         Index("ix_edition_items_edition", "edition_id", "position"),
         Index("ix_edition_items_stream_canonical", "stream", "canonical_url"),
     )
+
+
+class GeminiHostRow(Base):
+    """A Gemini host's pinned certificate key (trust on first use), and a changed key seen
+    since, which only the operator can accept (`digest trust HOST`)."""
+
+    __tablename__ = "gemini_hosts"
+
+    host: Mapped[str] = mapped_column(String(300), primary_key=True)  # "host:port"
+    fingerprint: Mapped[str] = mapped_column(String(100))  # "SHA256:<hex>" of the public key
+    offered_fingerprint: Mapped[str | None] = mapped_column(String(100))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)

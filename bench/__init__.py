@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.poll` measures polling against digest's peer and the floor."""

@@ -1,0 +1,263 @@
+"""Polling benchmark (issue 3): digest against its peer `reader` and the floor, on the same feeds.
+
+    python -m bench.poll [--feeds 1000] [--entries 50] [--skip-reader]
+
+One feed server process; each system runs in its own process (so peak memory is per system)
+and polls every feed cold, warm (all 304) and warm without validators (same bytes). Prints
+feeds per second, ratios and peak memory, then the targets. Always exits 0: it is a report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.feeds_server import FeedServer, ServerInfo
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = {
+    "floor-fetch": "floor: aiohttp fetch",
+    "floor-feedparser": "floor: fetch + feedparser",
+    "reader": "reader",
+    "digest": "digest",
+}
+COLUMNS = {"cold": "cold", "warm": "warm (304)", "same": "same bytes (no ETag)"}
+EXPECTED_STATUS = {"cold": "200", "warm": "304", "same": "200"}
+# Feeds per second each phase must reach, and the memory ceiling (issue 3).
+TARGET_RATES = {"cold": 200.0, "warm": 3000.0, "same": 2000.0}
+TARGET_PEAK_MB = 300.0
+SAMPLE_SECONDS = 0.05
+PSS_EVERY = 10  # samples
+
+
+@dataclass
+class Measured:
+    rates: dict[str, float]  # phase -> feeds per second
+    notes: dict[str, str]
+    counts: dict[str, dict[str, int]]
+    peak_mb: float  # summed RSS of the process tree (the figure the target is about)
+    peak_pss_mb: float
+
+
+class PeakMemory(threading.Thread):
+    """The highest memory of a process and all its descendants together, sampled from /proc.
+
+    Summing the tree matters: digest parses in worker processes, which getrusage's
+    RUSAGE_CHILDREN misses (they are the fork server's children, not the poller's). RSS
+    counts pages shared between the processes once per process, so the proportional set
+    size (PSS, each shared page split between its sharers) is kept too; reading it costs
+    more, so it is sampled less often.
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self._pid = pid
+        self._stop_event = threading.Event()
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def run(self) -> None:
+        samples = 0
+        while not self._stop_event.wait(SAMPLE_SECONDS):
+            pids = self._tree()
+            self.peak_rss = max(self.peak_rss, sum(map(self._rss, pids)))
+            samples += 1
+            if samples % PSS_EVERY == 0:
+                self.peak_pss = max(self.peak_pss, sum(map(self._pss, pids)))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def _tree(self) -> list[int]:
+        found = [self._pid]
+        for pid in found:  # grows while it is walked: breadth first
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as children:
+                        found.extend(int(child) for child in children.read().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # it exited meanwhile
+        return found
+
+    def _rss(self, pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/statm") as statm:
+                return int(statm.read().split()[1]) * self._page
+        except (FileNotFoundError, ProcessLookupError):
+            return 0
+
+    def _pss(self, pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        return 0
+
+
+def measure(name: str, info: ServerInfo, workdir: Path) -> Measured:
+    result_path = workdir / f"{name}.json"
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH")])
+        ),
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+    command = [sys.executable, "-m", "bench.systems", name]
+    command += ["--ports", ",".join(map(str, info.ports)), "--feeds", str(info.feeds)]
+    command += ["--result", str(result_path)]
+    process = subprocess.Popen(command, cwd=REPO, env=env)
+    sampler = PeakMemory(process.pid)
+    sampler.start()
+    code = process.wait()
+    sampler.stop()
+    if code != 0:
+        raise RuntimeError(f"{name} exited with status {code}")
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    phases = result["phases"]
+    own_peak = result["maxrss_self_mb"]
+    return Measured(
+        rates={phase: info.feeds / phases[phase]["seconds"] for phase in phases},
+        notes={phase: phases[phase]["note"] for phase in phases},
+        counts={phase: phases[phase]["counts"] for phase in phases},
+        peak_mb=max(sampler.peak_rss / 2**20, own_peak),
+        peak_pss_mb=sampler.peak_pss / 2**20,
+    )
+
+
+def _ratio(mine: float | None, theirs: float | None) -> str:
+    if mine is None or theirs is None:
+        return "-"
+    return f"{mine / theirs:.2f}x"
+
+
+def report(console: Console, feeds: int, results: dict[str, Measured]) -> None:
+    table = Table(title=f"Polling {feeds:,} feeds (feeds per second, higher is better)")
+    table.add_column("system")
+    for title in COLUMNS.values():
+        table.add_column(title, justify="right")
+    table.add_column("peak MB (RSS)", justify="right")
+    table.add_column("(PSS)", justify="right")
+    for name, measured in results.items():
+        cells = []
+        for phase in COLUMNS:
+            # A phase whose responses were not what the mode should give is flagged.
+            sent = measured.counts[phase]
+            odd = sent.get(EXPECTED_STATUS[phase], 0) != feeds or len(sent) != 1
+            cells.append(f"{measured.rates[phase]:,.0f}{' !' if odd else ''}")
+        table.add_row(
+            ROWS[name], *cells, f"{measured.peak_mb:,.0f}", f"{measured.peak_pss_mb:,.0f}"
+        )
+    console.print(table)
+
+    for name, measured in results.items():
+        for phase in COLUMNS:
+            console.print(
+                f"  {ROWS[name]:<26} {phase:<5} server sent {measured.counts[phase]}; "
+                f"{measured.notes[phase]}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    digest = results.get("digest")
+    if digest is None:
+        return
+    ratios = Table(title="digest compared (digest rate / other rate)")
+    ratios.add_column("against")
+    for title in COLUMNS.values():
+        ratios.add_column(title, justify="right")
+    for name in ("reader", "floor-fetch", "floor-feedparser"):
+        other = results.get(name)
+        if other is not None:
+            ratios.add_row(
+                ROWS[name],
+                *(_ratio(digest.rates[phase], other.rates[phase]) for phase in COLUMNS),
+            )
+    console.print(ratios)
+
+    targets = Table(title="Targets (issue 3)")
+    targets.add_column("target")
+    targets.add_column("measured", justify="right")
+    targets.add_column("result")
+    for phase, rate in TARGET_RATES.items():
+        _target_row(targets, f"{COLUMNS[phase]} ≥ {rate:,.0f} feeds/s", digest.rates[phase], rate)
+    targets.add_row(
+        f"peak memory < {TARGET_PEAK_MB:.0f} MB",
+        f"{digest.peak_mb:,.0f} MB",
+        _verdict(digest.peak_mb < TARGET_PEAK_MB),
+    )
+    reader = results.get("reader")
+    for phase in COLUMNS:
+        if reader is None:
+            targets.add_row(f"ahead of reader, {COLUMNS[phase]}", "-", "not run")
+        else:
+            _target_row(
+                targets,
+                f"ahead of reader, {COLUMNS[phase]}",
+                digest.rates[phase],
+                reader.rates[phase],
+                unit="x reader",
+            )
+    console.print(targets)
+
+
+def _target_row(
+    table: Table, label: str, value: float, threshold: float, unit: str = "feeds/s"
+) -> None:
+    shown = f"{value / threshold:.2f}x" if unit == "x reader" else f"{value:,.0f}"
+    table.add_row(label, f"{shown} {unit.removeprefix('x ')}", _verdict(value >= threshold))
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Polling benchmark: digest vs reader vs floor.")
+    parser.add_argument("--feeds", type=int, default=1000, help="number of feeds (1000)")
+    parser.add_argument("--entries", type=int, default=50, help="entries per feed (50)")
+    parser.add_argument("--skip-reader", action="store_true", help="do not run reader")
+    parser.add_argument(
+        "--ports",
+        type=int,
+        default=25,
+        help="server ports, each its own origin for per-host limits (25)",
+    )
+    parser.add_argument(
+        "--only", action="append", choices=list(ROWS), help="run only this system (repeatable)"
+    )
+    args = parser.parse_args()
+    names = [name for name in (args.only or ROWS) if not (args.skip_reader and name == "reader")]
+    console = Console()
+    console.print(
+        f"Serving {args.feeds:,} RSS feeds of {args.entries} entries on {args.ports} ports; "
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}"
+    )
+    results: dict[str, Measured] = {}
+    with (
+        FeedServer(args.feeds, args.entries, args.ports) as info,
+        tempfile.TemporaryDirectory(prefix="bench-poll-") as workdir,
+    ):
+        for name in names:
+            console.print(f"running {ROWS[name]} …")
+            results[name] = measure(name, info, Path(workdir))
+    report(console, args.feeds, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,614 @@
+"""Parse stage: feed files in tests/data/parse/ next to the entries they must produce."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import unicodedata
+import xml.parsers.expat
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digest.parse import (
+    BLURB_WORDS,
+    ParsedEntry,
+    ParsedFeed,
+    ParseError,
+    clean_text,
+    declares_entities,
+    html_to_text,
+    parse_feed,
+)
+
+DATA = Path(__file__).parent / "data" / "parse"
+NOW = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
+BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+EXPECTED = sorted(p.name.removesuffix(".expected.json") for p in DATA.glob("*.expected.json"))
+
+
+def parse_file(name: str) -> tuple[ParsedFeed, dict[str, Any]]:
+    expected = json.loads((DATA / f"{name}.expected.json").read_text("utf-8"))
+    body = (DATA / name).read_bytes()
+    return parse_feed(body, url=expected["url"], headers=expected["headers"], now=NOW), expected
+
+
+def rss(items: str, channel: str = "") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+        f"<link>https://example.org/</link>{channel}{items}</channel></rss>"
+    ).encode()
+
+
+def atom(entries: str, feed: str = "") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>T</title><id>urn:x</id>{feed}{entries}</feed>"
+    ).encode()
+
+
+def one(body: bytes, url: str = "https://example.org/feed", **kwargs: Any) -> ParsedEntry:
+    (entry,) = parse_feed(body, url=url, now=kwargs.pop("now", NOW), **kwargs).entries
+    return entry
+
+
+def is_clean(text: str) -> bool:
+    """One line with single spaces and no control, bidi or byte-order-mark character."""
+    return (
+        text == " ".join(text.split())
+        and not any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+        and not BIDI.intersection(text)
+        and "\ufeff" not in text
+    )
+
+
+# --- data files -------------------------------------------------------------------------------
+
+
+def test_every_feed_file_has_expectations() -> None:
+    feeds = {p.name for p in DATA.iterdir() if not p.name.endswith(".expected.json")}
+    assert feeds - set(EXPECTED) == {"entities.xml"}  # the refused one: tested below
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_feed_file_produces_expected_entries(name: str) -> None:
+    parsed, expected = parse_file(name)
+
+    assert {"title": parsed.title, "link": parsed.link} == expected["feed"]
+    got = []
+    for entry, want in zip(parsed.entries, expected["entries"], strict=False):
+        row = {
+            "key": entry.key,
+            "title": entry.title,
+            "link": entry.link,
+            "published": entry.published.isoformat() if entry.published else None,
+            "summary": entry.summary,
+            "author": entry.author,
+        }
+        if want["key"] is None:  # identity by hash: its exact value is not the point
+            assert entry.key.startswith("sha256:") and len(entry.key) == 71
+            row["key"] = None
+        if "content_html" in want:
+            row["content_html"] = entry.content_html
+        got.append(row)
+    assert got == expected["entries"]
+    assert len(parsed.entries) == len(expected["entries"])
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_feed_file_entries_are_safe_and_distinct(name: str) -> None:
+    parsed, _ = parse_file(name)
+
+    assert len({e.key for e in parsed.entries}) == len(parsed.entries)
+    for entry in parsed.entries:
+        assert is_clean(entry.title) and entry.title
+        assert is_clean(entry.summary)
+        assert entry.author is None or is_clean(entry.author)
+        assert entry.link is None or entry.link.split(":")[0] in ("http", "https", "gemini")
+        assert entry.published is None or (entry.published.tzinfo == UTC and entry.published <= NOW)
+    # Parsing is deterministic: the store compares keys and hashes across runs.
+    assert parse_file(name)[0] == parsed
+
+
+def test_hostile_content_is_defanged_but_kept() -> None:
+    parsed, _ = parse_file("hostile.xml")
+    content = parsed.entries[0].content_html
+    assert content is not None
+
+    lowered = content.lower()
+    for bad in ("javascript", "data:", "onclick", "onerror", "onload", "<script", "<iframe"):
+        assert bad not in lowered
+    for bad in ("<style", "<form", "<input", "<svg", "alert(", "display:none"):
+        assert bad not in lowered
+    assert '<img src="https://tracker.example/p.gif">' in content
+    assert "Click <a rel=" in content and ">here</a>" in content
+
+
+def test_billion_laughs_is_refused_before_parsing() -> None:
+    with pytest.raises(ParseError, match=r"^refused: the document declares XML entities$"):
+        parse_feed((DATA / "entities.xml").read_bytes(), url="https://laughs.example/feed")
+
+
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        '<!DOCTYPE rss [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>',
+        '<!doctype rss [<!entity big "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa">]>',
+        # A '<tag' inside a comment, a PI or a quoted string must not end the prolog early.
+        '<!-- <rss> --><!DOCTYPE rss [<!ENTITY a "b">]>',
+        '<?pi <rss ?><!DOCTYPE rss [<!ENTITY a "b">]>',
+        '<!DOCTYPE rss SYSTEM "<rss>" [<!-- ] > --><!ENTITY a "b">]>',
+        '<!ENTITY a "b">',
+    ],
+)
+def test_entity_declarations_are_refused_wherever_the_prolog_hides_them(prolog: str) -> None:
+    body = f'<?xml version="1.0"?>{prolog}<rss version="2.0"><channel><title>&a;</title>'
+    body += "<item><title>x</title></item></channel></rss>"
+
+    with pytest.raises(ParseError, match="refused"):
+        parse_feed(body.encode(), url="https://example.org/feed")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_entity_declarations_are_refused_in_wide_encodings(encoding: str) -> None:
+    body = (DATA / "entities.xml").read_text("utf-8").replace('"utf-8"', f'"{encoding}"')
+
+    with pytest.raises(ParseError, match="refused"):
+        parse_feed(body.encode(encoding), url="https://example.org/feed")
+
+
+def test_entity_text_inside_an_entry_is_not_a_declaration() -> None:
+    body = rss(
+        "<item><title>About XXE</title><link>https://example.org/xxe</link><description>"
+        '<![CDATA[<pre><!ENTITY xxe SYSTEM "file:///etc/passwd"></pre>]]></description></item>'
+    )
+
+    entry = one(body)
+
+    assert entry.title == "About XXE"
+    assert entry.summary == ""  # the <!ENTITY ...> is markup to an HTML parser: nothing to show
+
+
+def test_wide_encoded_feed_without_entities_parses() -> None:
+    body = (DATA / "rss2.xml").read_text("utf-8").replace('"UTF-8"', '"UTF-16"')
+
+    parsed = parse_feed(body.encode("utf-16"), url="https://example.net/feed/", now=NOW)
+
+    assert [e.key for e in parsed.entries][:2] == [
+        "https://example.net/?p=4711",
+        "https://example.net/2025/03/27/23andme/",
+    ]
+
+
+def test_parse_runs_in_a_process_pool_and_errors_cross_back() -> None:
+    body = (DATA / "atom10.xml").read_bytes()
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        remote = pool.submit(parse_feed, body, url="https://notes.example/atom.xml", now=NOW)
+        refused = pool.submit(
+            parse_feed, (DATA / "entities.xml").read_bytes(), url="https://x.example/"
+        )
+        assert remote.result(timeout=120) == parse_feed(
+            body, url="https://notes.example/atom.xml", now=NOW
+        )
+        with pytest.raises(ParseError, match="refused"):
+            refused.result(timeout=120)
+
+
+# --- not a feed -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "message"),
+    [
+        (b"", {}, "the body is empty"),
+        (b"  \n ", {"content-type": "application/rss+xml"}, "the body is empty"),
+        (b"hello, world\n", {"content-type": "text/plain"}, "not a feed: "),
+        (b"<?xml version='1.0'?><note><to>you</to></note>", {}, "no RSS, RDF or Atom root"),
+        (b'{"items": []}', {}, "JSON without a JSON Feed version"),
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": {}}', {}, "items list"),
+        (b"[1, 2, 3]", {"content-type": "application/json"}, "JSON without a JSON Feed version"),
+        (b'{"version": ', {}, "invalid JSON"),
+        (b"\xff\xfe{\x00", {"content-type": "application/json"}, "invalid JSON"),
+    ],
+)
+def test_not_a_feed_is_a_parse_error(body: bytes, headers: dict[str, str], message: str) -> None:
+    with pytest.raises(ParseError, match="not a feed") as caught:
+        parse_feed(body, url="https://example.org/x", headers=headers)
+    assert message in str(caught.value)
+
+
+def test_html_page_is_a_parse_error_that_says_so() -> None:
+    page = b"""<!DOCTYPE html>
+<html><head><title>Example Net</title><link rel="alternate" href="/feed/"></head>
+<body><h1>Welcome</h1><p>Latest posts<br><a href="/a">A</a></body></html>"""
+
+    with pytest.raises(ParseError, match=r"not a feed \(an HTML page\): \S") as caught:
+        parse_feed(page, url="https://example.net/", headers={"Content-Type": "text/html"})
+    assert "mismatched tag" in str(caught.value)  # feedparser's own reason is passed on
+
+
+def test_broken_feed_that_still_yields_entries_is_accepted() -> None:
+    truncated = rss("<item><title>Kept</title><link>https://example.org/k</link></item>")[:-20]
+
+    assert one(truncated).title == "Kept"
+
+
+def test_valid_feed_without_entries_is_empty_not_an_error() -> None:
+    parsed = parse_feed(rss(""), url="https://example.org/feed")
+
+    assert parsed == ParsedFeed(title="T", link="https://example.org/", entries=())
+
+
+# --- text -------------------------------------------------------------------------------------
+
+
+def test_titles_are_plain_text_with_entities_decoded_once() -> None:
+    body = rss(
+        "<item><title>Tom &amp;amp;amp; Jerry &lt;b&gt;live&lt;/b&gt;&#160;now</title>"
+        "<link>https://example.org/t</link></item>"
+    )
+
+    # XML decodes one level, HTML one more: the author wrote "Tom &amp; Jerry <b>live</b>".
+    assert one(body).title == "Tom &amp; Jerry live now"
+
+
+def test_plain_text_folds_whitespace_and_drops_controls() -> None:
+    assert clean_text("  a\t\tb\r\n c\u00a0d\x0be\x1ff ") == "a b c d e f"
+    assert clean_text("x\x00y\x07z\x7f\x9b!\u202egnp.exe\u2066\u200f") == "xyz!gnp.exe"
+    assert html_to_text("<p>One</p><p>two<br>three</p><ul><li>four</li></ul>") == (
+        "One two three four"
+    )
+    assert html_to_text("<b>bold</b>ly <script>alert(1)</script><style>p{}</style>go") == (
+        "boldly go"
+    )
+
+
+def test_empty_title_uses_the_first_words_of_the_blurb_else_the_link() -> None:
+    words = " ".join(f"w{i}" for i in range(30))
+    body = rss(
+        f"<item><title> </title><description>{words}</description>"
+        "<link>https://example.org/a</link></item>"
+        "<item><title>&lt;br&gt;</title><link>https://example.org/b</link></item>"
+        "<item><description>&lt;p&gt;&lt;/p&gt;</description></item>"
+    )
+
+    entries = parse_feed(body, url="https://example.org/feed").entries
+
+    assert [e.title for e in entries] == [
+        "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11…",
+        "https://example.org/b",
+    ]  # the third has no title, text or link: nothing a reader could see or follow
+
+
+def test_blurb_is_cut_at_sixty_words_with_an_ellipsis() -> None:
+    long = " ".join(f"word{i}" for i in range(100))
+    exact = " ".join(f"word{i}" for i in range(BLURB_WORDS))
+    body = rss(
+        f"<item><guid>a</guid><title>a</title><description>{long}</description></item>"
+        f"<item><guid>b</guid><title>b</title><description>{exact}</description></item>"
+        f"<item><guid>c</guid><title>c</title><content:encoded xmlns:content="
+        f'"http://purl.org/rss/1.0/modules/content/">&lt;p&gt;{long}&lt;/p&gt;</content:encoded>'
+        "</item>"
+    )
+
+    cut, whole, from_content = parse_feed(body, url="https://example.org/feed").entries
+
+    assert cut.summary == " ".join(f"word{i}" for i in range(60)) + "…"
+    assert whole.summary == exact
+    assert from_content.summary == cut.summary
+    assert from_content.content_html == f"<p>{long}</p>"
+
+
+def test_blurb_without_spaces_is_cut_by_length() -> None:
+    body = rss(
+        f"<item><guid>a</guid><title>CJK</title><description>{'字' * 3000}</description></item>"
+    )
+
+    summary = one(body).summary
+
+    assert summary.endswith("…") and 100 < len(summary) <= 501
+
+
+def test_author_is_plain_text() -> None:
+    body = atom(
+        "<entry><id>1</id><title>t</title><author><name>Ann\u202e &lt;b&gt;\n Lee</name>"
+        "</author></entry><entry><id>2</id><title>u</title></entry>"
+    )
+
+    first, second = parse_feed(body, url="https://example.org/feed").entries
+
+    assert first.author == "Ann <b> Lee"  # Atom names are text: the '<b>' is what was written
+    assert second.author is None
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def test_relative_rss_link_resolves_against_the_fetch_url() -> None:
+    body = rss("<item><title>a</title><link>../posts/a b</link></item>")
+
+    entry = one(body, url="https://example.org/blog/feed/rss.xml")
+
+    assert entry.link == "https://example.org/blog/posts/a%20b"
+    assert entry.key == entry.link
+
+
+def test_relative_links_in_a_gemini_served_atom_feed_stay_gemini() -> None:
+    body = atom('<entry><title>a</title><link href="posts/a.gmi"/></entry>')
+
+    entry = one(body, url="gemini://capsule.example/log/atom.xml")
+
+    assert entry.link == "gemini://capsule.example/log/posts/a.gmi"
+
+
+def test_unsafe_schemes_drop_the_link() -> None:
+    links = ["javascript:x()", "data:text/html,x", "mailto:a@b.example", "file:///etc/passwd"]
+    links += ["ftp://files.example/x", "vbscript:x", "http://", "https://[::1"]
+    items = "".join(
+        f"<item><title>{i}</title><link>{html.escape(u)}</link></item>" for i, u in enumerate(links)
+    )
+
+    entries = parse_feed(rss(items), url="https://example.org/feed").entries
+
+    assert [e.link for e in entries] == [None] * len(links)
+
+
+# --- dates ------------------------------------------------------------------------------------
+
+
+def test_future_date_is_clamped_to_now_and_keeps_its_key() -> None:
+    body = rss("<item><title>Soon</title><pubDate>Tue, 01 Jan 2030 00:00:00 GMT</pubDate></item>")
+
+    first = one(body, now=NOW)
+    later = one(body, now=datetime(2025, 6, 1, tzinfo=UTC))
+
+    assert first.published == NOW
+    assert later.published == datetime(2025, 6, 1, tzinfo=UTC)
+    assert first.key == later.key and first.key.startswith("sha256:")
+
+
+def json_feed(date_published: str) -> bytes:
+    item = {"id": "1", "title": "t", "date_published": date_published}
+    return json.dumps({"version": "https://jsonfeed.org/version/1", "items": [item]}).encode()
+
+
+TEN_AM = datetime(2025, 3, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (atom("<entry><id>1</id><title>t</title><published>2025-03-01T10:00:00</published></entry>"),
+         TEN_AM),
+        (rss("<item><title>t</title><pubDate>Sat, 01 Mar 2025 10:00:00</pubDate></item>"), TEN_AM),
+        (json_feed("2025-03-01T10:00:00"), TEN_AM),
+        (json_feed("2025-03-01T05:00:00-05:00"), TEN_AM),
+        (json_feed("Sat, 01 Mar 2025 10:00:00 GMT"), TEN_AM),
+    ],
+)  # fmt: skip
+def test_naive_dates_are_read_as_utc(body: bytes, expected: datetime) -> None:
+    published = one(body).published
+
+    assert published == expected and published is not None and published.tzinfo == UTC
+
+
+def test_updated_is_used_when_published_is_missing_and_none_without_either() -> None:
+    body = atom(
+        "<entry><id>1</id><title>a</title><updated>2025-03-02T00:00:00Z</updated></entry>"
+        "<entry><id>2</id><title>b</title></entry>"
+        "<entry><id>3</id><title>c</title><updated>not a date</updated></entry>"
+    )
+
+    dates = [e.published for e in parse_feed(body, url="https://example.org/feed").entries]
+
+    assert dates == [datetime(2025, 3, 2, tzinfo=UTC), None, None]
+
+
+# --- identity and change ----------------------------------------------------------------------
+
+
+def test_key_is_id_else_link_else_a_deterministic_hash() -> None:
+    long_id = "tag:example.org," + "x" * 600
+    body = rss(
+        '<item><guid isPermaLink="false"> id-1 </guid><title>a</title>'
+        "<link>https://example.org/1</link></item>"
+        "<item><guid></guid><title>b</title><link>https://example.org/2</link></item>"
+        "<item><title>c</title><pubDate>Sat, 01 Mar 2025 10:00:00 GMT</pubDate></item>"
+        "<item><title>d</title><pubDate>Sat, 01 Mar 2025 10:00:00 GMT</pubDate></item>"
+        "<item><title>c</title><pubDate>Sun, 02 Mar 2025 10:00:00 GMT</pubDate></item>"
+        f"<item><guid>{long_id}</guid><title>e</title></item>"
+    )
+
+    keys = [e.key for e in parse_feed(body, url="https://example.org/feed").entries]
+
+    assert keys[:2] == ["id-1", "https://example.org/2"]
+    assert all(k.startswith("sha256:") and len(k) <= 600 for k in keys[2:])
+    assert len(set(keys)) == len(keys)
+    assert keys == [e.key for e in parse_feed(body, url="https://example.org/feed").entries]
+
+
+def test_content_hash_ignores_timestamps_but_sees_real_changes() -> None:
+    def entry(title: str, updated: str, build: str) -> ParsedEntry:
+        return one(
+            rss(
+                f"<item><guid>1</guid><title>{title}</title><link>https://example.org/1</link>"
+                "<description>Body</description><pubDate>Sat, 01 Mar 2025 10:00:00 GMT</pubDate>"
+                f"<atom:updated xmlns:atom='http://www.w3.org/2005/Atom'>{updated}</atom:updated>"
+                "</item>",
+                channel=f"<lastBuildDate>{build}</lastBuildDate>",
+            )
+        )
+
+    def atom_entry(updated: str, feed_updated: str) -> ParsedEntry:
+        return one(
+            atom(
+                f"<entry><title>A</title><updated>{updated}</updated>"
+                "<content type='html'>&lt;p&gt;Body&lt;/p&gt;</content></entry>",
+                feed=f"<updated>{feed_updated}</updated>",
+            )
+        )
+
+    base = entry("Title", "2025-03-01T10:00:00Z", "Sat, 01 Mar 2025 10:00:00 GMT")
+    touched = entry("Title", "2025-03-05T10:00:00Z", "Wed, 05 Mar 2025 10:00:00 GMT")
+    retitled = entry("New title", "2025-03-01T10:00:00Z", "Sat, 01 Mar 2025 10:00:00 GMT")
+
+    assert touched.content_hash == base.content_hash
+    assert retitled.content_hash != base.content_hash
+    assert retitled.key == base.key
+    first = atom_entry("2025-03-01T00:00:00Z", "2025-03-01T00:00:00Z")
+    again = atom_entry("2025-03-09T00:00:00Z", "2025-03-10T00:00:00Z")
+    assert (again.key, again.content_hash) == (first.key, first.content_hash)
+    assert again.published == datetime(2025, 3, 9, tzinfo=UTC)
+
+
+def test_hashed_key_ignores_a_changing_updated_date() -> None:
+    def entry(updated: str) -> ParsedEntry:
+        return one(
+            atom(f"<entry><title>No id, no link</title><updated>{updated}</updated></entry>")
+        )
+
+    assert entry("2025-03-01T00:00:00Z").key == entry("2025-03-02T00:00:00Z").key
+
+
+# --- formats by detection ---------------------------------------------------------------------
+
+
+def test_json_feed_is_detected_by_its_body_and_reads_the_1_0_author() -> None:
+    body = b"""\xef\xbb\xbf {"version": "https://jsonfeed.org/version/1", "title": "J",
+        "home_page_url": "https://j.example/blog/",
+        "items": [{"id": "1", "url": "one", "title": "One", "author": {"name": "Solo"},
+                   "content_text": "Line <one>\\u0000 & two\\ud800"}]}"""
+
+    parsed = parse_feed(body, url="https://j.example/feed.json", headers={}, now=NOW)
+
+    (entry,) = parsed.entries
+    assert (entry.link, entry.author, entry.summary) == (
+        "https://j.example/blog/one",
+        "Solo",
+        "Line <one> & two\ufffd",
+    )
+    assert entry.content_html == "Line &lt;one&gt; &amp; two\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("gemini://capsule.example/gemlog/", {}),
+        ("gemini://capsule.example/gemlog/index.gmi", {}),
+        ("gemini://capsule.example", {}),
+        ("https://capsule.example/gemlog", {"Content-Type": "text/gemini"}),
+    ],
+)
+def test_gemsub_is_detected_by_type_or_gemini_url(url: str, headers: dict[str, str]) -> None:
+    body = b"# Log\n=> /a.gmi 2025-03-01 First\n"
+
+    parsed = parse_feed(body, url=url, headers=headers, now=NOW)
+
+    assert parsed.title == "Log"
+    assert [(e.title, e.published) for e in parsed.entries] == [
+        ("First", datetime(2025, 3, 1, 12, tzinfo=UTC))
+    ]
+    assert parsed.entries[0].link == url.split("://")[0] + "://capsule.example/a.gmi"
+
+
+def test_gemsub_future_date_is_clamped_and_invalid_utf8_replaced() -> None:
+    body = "# Log\n=> next.gmi 2099-01-01 — Café".encode() + b"\xff!\n"
+
+    (entry,) = parse_feed(body, url="gemini://c.example/", now=NOW).entries
+
+    assert (entry.title, entry.published) == ("Café\ufffd!", NOW)
+
+
+def test_gemini_url_with_another_type_is_not_gemsub() -> None:
+    body = atom("<entry><id>1</id><title>From Atom</title></entry>")
+
+    parsed = parse_feed(
+        body, url="gemini://c.example/", headers={"content-type": "application/atom+xml"}
+    )
+
+    assert [e.title for e in parsed.entries] == ["From Atom"]
+
+
+# --- properties -------------------------------------------------------------------------------
+
+
+@given(st.text())
+def test_clean_text_output_is_clean_and_idempotent(text: str) -> None:
+    out = clean_text(text)
+
+    assert is_clean(out)
+    assert clean_text(out) == out
+
+
+@given(st.text())
+def test_html_to_text_output_is_clean_for_any_input(text: str) -> None:
+    out = html_to_text(text)
+
+    assert is_clean(out)
+    assert clean_text(out) == out
+    # Idempotent as text: its output, escaped back into HTML, comes out unchanged.
+    assert html_to_text(html.escape(out)) == out
+
+
+@given(st.text())
+def test_escaped_text_round_trips_decoding_each_entity_once(text: str) -> None:
+    assert html_to_text(html.escape(text)) == clean_text(text)
+
+
+TAG_NAMES = st.sampled_from(["b", "i", "p", "a", "script", "img", "div", "span", "svg", "x-y"])
+CHUNKS = st.text(st.characters(blacklist_characters="<"), max_size=20)
+
+
+@given(st.lists(st.tuples(TAG_NAMES, CHUNKS), min_size=1, max_size=8))
+def test_html_to_text_strips_every_input_tag_and_keeps_the_text(
+    parts: list[tuple[str, str]],
+) -> None:
+    fragment = "".join(
+        f'<{tag} onclick="x()">{html.escape(chunk)}</{tag}>'
+        if tag != "script"
+        else "<script>1</script>"
+        for tag, chunk in parts
+    )
+
+    out = html_to_text(fragment)
+
+    assert not any(f"<{tag}" in out for tag, _ in parts)
+    kept = "".join(chunk for tag, chunk in parts if tag != "script")
+    assert "".join(out.split()) == "".join(clean_text(kept).split())
+
+
+PROLOG_PIECES = st.sampled_from(
+    [
+        *("<!DOCTYPE r [", "]>", "<!ENTITY b 'c'>", "<!ENTITY", " ", '"', "'", "<!--", "-->"),
+        *("<?pi ", "?>", "<r>", "<r/>", ">", "[", "]", "x", 'SYSTEM "<r>"'),
+        '<!ATTLIST r a CDATA "<r>">',
+    ]
+)
+
+
+def expat_declares_entities(document: str) -> bool:
+    declared: list[object] = []
+    parser = xml.parsers.expat.ParserCreate()
+    parser.EntityDeclHandler = lambda *args: declared.append(args)
+    # Declarations before a syntax error are reported all the same.
+    with contextlib.suppress(xml.parsers.expat.ExpatError):
+        parser.Parse(document, True)
+    return bool(declared)
+
+
+@settings(max_examples=500)
+@given(*(st.lists(PROLOG_PIECES, max_size=n) for n in (6, 4, 6)))
+def test_every_entity_declaration_expat_sees_is_refused(
+    before: list[str], inside: list[str], after: list[str]
+) -> None:
+    document = "".join(before) + "<!DOCTYPE r [" + "".join(inside) + '<!ENTITY a "b">]>'
+    document += "".join(after) + "<r/>"
+
+    if expat_declares_entities(document):
+        assert declares_entities(document.encode())

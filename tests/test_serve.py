@@ -1,0 +1,754 @@
+"""`digest serve` for real: a subprocess serves a rendered public/ over HTTP and Gemini on
+127.0.0.1, and real clients read it: urllib/http.client, newsboat (conditional GET), agunua (a
+Gemini client) and a raw TLS socket. Shutdown by signal, certificate reuse and bad input too."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from digest.render import render_site
+from digest.serve import Redirect, ensure_certificate, parse_listen, resolve_path, serve
+from tests.test_render import sample_content
+from tests.validators import check_gemtext, require_tool
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "top secret, outside the site"
+START_TIMEOUT = 60  # seconds: generous, a loaded CI machine imports slowly
+STOP_TIMEOUT = 20
+
+# Runs serve() in a fresh interpreter, as the CLI will: serve installs twisted's reactor.
+SERVE_SCRIPT = """
+import json, logging, sys
+from pathlib import Path
+from digest.serve import parse_listen, serve
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
+a = json.loads(sys.argv[1])
+def path(key):
+    return None if a[key] is None else Path(a[key])
+serve(
+    Path(a["root"]),
+    http=None if a["http"] is None else parse_listen(a["http"]),
+    gemini=None if a["gemini"] is None else parse_listen(a["gemini"]),
+    hostname=a["hostname"],
+    cert=path("cert"),
+    key=path("key"),
+    state_dir=Path(a["state"]),
+)
+print("serve returned", file=sys.stderr)
+"""
+HTTP_LINE = re.compile(r"HTTP listening on http://127\.0\.0\.1:(\d+)/")
+GEMINI_LINE = re.compile(r"Gemini listening on 127\.0\.0\.1:(\d+) ")
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    log: Path
+    http_port: int | None
+    gemini_port: int | None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def gemini_url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"gemini://{host}:{self.gemini_port}{path}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"serve did not stop on {sig!r}:\n{self.log_text()}") from None
+
+
+def start_serve(
+    tmp: Path,
+    root: Path,
+    *,
+    http: bool = True,
+    gemini: bool = True,
+    hostname: str = "127.0.0.1",
+    state: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    http_listen: str = "127.0.0.1:0",
+    gemini_listen: str = "127.0.0.1:0",
+) -> Served:
+    """Start serve on free ports (port 0) and wait for the startup lines naming them."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = tmp / f"serve-{time.monotonic_ns()}.log"
+    args = {
+        "root": str(root),
+        "http": http_listen if http else None,
+        "gemini": gemini_listen if gemini else None,
+        "hostname": hostname,
+        "cert": None if cert is None else str(cert),
+        "key": None if key is None else str(key),
+        "state": str(state or tmp / "state"),
+    }
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVE_SCRIPT, json.dumps(args)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            env=env,
+        )
+    served = Served(process, log, None, None)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = served.log_text()
+        http_match, gemini_match = HTTP_LINE.search(text), GEMINI_LINE.search(text)
+        if (http_match or not http) and (gemini_match or not gemini):
+            served.http_port = int(http_match.group(1)) if http_match else None
+            served.gemini_port = int(gemini_match.group(1)) if gemini_match else None
+            return served
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}:\n{text}")
+        time.sleep(0.05)
+    served.stop()
+    raise AssertionError(f"serve did not start:\n{served.log_text()}")
+
+
+def build_site(base: Path) -> Path:
+    """A rendered public/ plus the traps a server must not fall into."""
+    root = base / "public"
+    render_site(sample_content(), root)
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    (outside / "index.html").write_text(SECRET)
+    (outside / "index.gmi").write_text(SECRET)
+    (root / "escape.txt").symlink_to(outside / "secret.txt")
+    (root / "escaped-dir").symlink_to(outside, target_is_directory=True)
+    (root / "inside-link.gmi").symlink_to(root / "index.gmi")  # stays inside: served
+    (root / ".hidden").write_text(SECRET)
+    (root / ".feed.xml.abc.tmp").write_text(SECRET)  # what a render in progress leaves
+    (root / "empty").mkdir()
+    (root / "sitemap.xml").write_text('<?xml version="1.0"?><urlset/>\n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Served]]:
+    base = tmp_path_factory.mktemp("serve")
+    root = build_site(base)
+    served = start_serve(base / "run", root)
+    yield root, served
+    assert served.stop() == 0, served.log_text()
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def http_request(
+    served: Served, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> Reply:
+    """One request with the path sent exactly as given (no client-side normalizing)."""
+    assert served.http_port is not None
+    connection = http.client.HTTPConnection("127.0.0.1", served.http_port, timeout=30)
+    try:
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def gemini_request(port: int, url: str, sni: str | None = None) -> tuple[str, bytes, bytes]:
+    """Raw Gemini over TLS: (status line, body, server certificate DER)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # self-signed: Gemini trusts on first use
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=sni) as tls,
+    ):
+        tls.sendall(url.encode() + b"\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    header, _, body = data.partition(b"\r\n")
+    return header.decode(), body, der
+
+
+def fingerprint(der: bytes) -> str:
+    return x509.load_der_x509_certificate(der).fingerprint(hashes.SHA256()).hex()
+
+
+def agunua(home: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The agunua Gemini client; its TOFU store lives in `home`."""
+    program = Path(sys.executable).parent / "agunua"
+    if not program.exists():
+        program = Path(require_tool("agunua"))
+    return subprocess.run(
+        [str(program), "--verbose", "--maximum-time", "30", *extra, url],
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def agunua_page(stdout: str) -> list[str]:
+    """The page's lines as agunua --verbose printed them: after its "Media type" line, and
+    without the empty line it adds at the end (it reads line by line and ends each one)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Media type is "))
+    page = lines[start + 1 :]
+    while page and not page[-1]:
+        page.pop()
+    return page
+
+
+def page_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def wait_for_log(served: Served, pattern: str, count: int, start: int = 0) -> list[str]:
+    """Access lines matching `pattern` after offset `start`, once `count` of them are there:
+    a log line is written as the response finishes, maybe a moment after the client exits."""
+    deadline = time.monotonic() + 20
+    while True:
+        lines = [
+            line for line in served.log_text()[start:].splitlines() if re.search(pattern, line)
+        ]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+# --- parse_listen and resolve_path ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("[::1]:1965", ("::1", 1965)),
+        ("[::]:1965", ("::", 1965)),
+        (":8080", ("0.0.0.0", 8080)),
+        ("localhost:0", ("localhost", 0)),
+        (" 10.0.0.2:65535 ", ("10.0.0.2", 65535)),
+    ],
+)
+def test_parse_listen_accepts(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["8080", "127.0.0.1", "::1:1965", "[::1]", "[nothex]:80", "host:65536", "host:x", ""]
+)
+def test_parse_listen_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen(text)
+
+
+def test_resolve_path_maps_urls_to_files_inside_only(tmp_path: Path) -> None:
+    root = build_site(tmp_path)
+    assert resolve_path(root, "/", "index.gmi") == root / "index.gmi"
+    assert resolve_path(root, "/links/", "index.html") == root / "links" / "index.html"
+    assert resolve_path(root, "/links", "index.html") is Redirect.ADD_SLASH
+    assert resolve_path(root, "/inside-link.gmi", "index.gmi") == root / "index.gmi"
+    for bad in [
+        "/../outside/secret.txt",
+        "/links/../../outside/secret.txt",
+        "/escape.txt",
+        "/escaped-dir/",
+        "/escaped-dir/secret.txt",
+        "/.hidden",
+        "/.feed.xml.abc.tmp",
+        "/empty/",
+        "/links/2025/",
+        "/index.gmi/",
+        "//index.gmi",
+        "/nope.gmi",
+        "/index.gmi\x00.txt",
+        "relative.gmi",
+        "/" + "x" * 5000,
+    ]:
+        assert resolve_path(root, bad, "index.gmi") is None, bad
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "file", "mime"),
+    [
+        ("/", "index.html", "text/html; charset=utf-8"),
+        ("/index.html", "index.html", "text/html; charset=utf-8"),
+        ("/links/", "links/index.html", "text/html; charset=utf-8"),
+        ("/links/2025/03/28/1.html", "links/2025/03/28/1.html", "text/html; charset=utf-8"),
+        ("/index.gmi", "index.gmi", "text/gemini; charset=utf-8"),
+        ("/links/2025/03/28/2.gmi", "links/2025/03/28/2.gmi", "text/gemini; charset=utf-8"),
+        ("/feed.xml", "feed.xml", "application/atom+xml; charset=utf-8"),
+        ("/gemini-links/feed.xml", "gemini-links/feed.xml", "application/atom+xml; charset=utf-8"),
+        ("/sitemap.xml", "sitemap.xml", "application/xml; charset=utf-8"),
+        ("/style.css", "style.css", "text/css; charset=utf-8"),
+    ],
+)
+def test_http_serves_files_with_their_content_type(
+    site: tuple[Path, Served], path: str, file: str, mime: str
+) -> None:
+    root, served = site
+    reply = http_request(served, path)
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == mime
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+    assert reply.body == (root / file).read_bytes()
+
+
+def test_http_directory_without_slash_redirects_keeping_the_query(
+    site: tuple[Path, Served],
+) -> None:
+    _, served = site
+    reply = http_request(served, "/links?x=1")
+    assert reply.status == 301
+    assert reply.headers["Location"] == "/links/?x=1"
+
+
+def test_feed_reader_conditional_get_gets_304(site: tuple[Path, Served]) -> None:
+    root, served = site
+    first = http_request(served, "/feed.xml")
+    assert first.status == 200
+    etag, last_modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert etag and not etag.startswith("W/"), "a strong ETag"
+    assert last_modified
+
+    both = http_request(
+        served, "/feed.xml", headers={"If-None-Match": etag, "If-Modified-Since": last_modified}
+    )
+    assert (both.status, both.body) == (304, b"")
+    assert both.headers["ETag"] == etag
+    only_etag = http_request(served, "/feed.xml", headers={"If-None-Match": etag})
+    assert only_etag.status == 304
+    only_date = http_request(served, "/feed.xml", headers={"If-Modified-Since": last_modified})
+    assert only_date.status == 304
+
+    stale = http_request(served, "/feed.xml", headers={"If-None-Match": '"not-it"'})
+    assert (stale.status, stale.body) == (200, (root / "feed.xml").read_bytes())
+    long_ago = format_datetime(datetime(2000, 1, 1, tzinfo=UTC), usegmt=True)
+    old = http_request(served, "/feed.xml", headers={"If-Modified-Since": long_ago})
+    assert old.status == 200
+
+
+def test_changed_file_gets_a_new_etag_and_a_200(site: tuple[Path, Served]) -> None:
+    root, served = site
+    page = root / "changing.txt"
+    page.write_text("first\n")
+    first = http_request(served, "/changing.txt")
+    assert (first.status, first.body) == (200, b"first\n")
+    page.write_text("second, longer\n")
+    # A later mtime too, so neither validator can match by chance of a coarse clock.
+    later = time.time() + 10
+    os.utime(page, (later, later))
+    second = http_request(served, "/changing.txt", headers={"If-None-Match": first.headers["ETag"]})
+    assert (second.status, second.body) == (200, b"second, longer\n")
+    assert second.headers["ETag"] != first.headers["ETag"]
+
+
+def test_head_has_headers_and_no_body(site: tuple[Path, Served]) -> None:
+    root, served = site
+    reply = http_request(served, "/links/index.gmi", method="HEAD")
+    assert reply.status == 200
+    assert reply.body == b""
+    assert reply.headers["Content-Type"] == "text/gemini; charset=utf-8"
+    assert int(reply.headers["Content-Length"]) == (root / "links" / "index.gmi").stat().st_size
+    assert reply.headers["ETag"] and reply.headers["Last-Modified"]
+
+
+def test_other_methods_are_refused(site: tuple[Path, Served]) -> None:
+    _, served = site
+    assert http_request(served, "/feed.xml", method="POST").status == 405
+    assert http_request(served, "/feed.xml", method="DELETE").status == 405
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope.html",
+        "/links/2025/03/28/9.html",
+        "/../outside/secret.txt",
+        "/../../../../etc/passwd",
+        "/%2e%2e/outside/secret.txt",
+        "/links/%2E%2E/%2e%2e/outside/secret.txt",
+        "/..%2foutside%2fsecret.txt",
+        "/%252e%252e/outside/secret.txt",
+        "/escape.txt",
+        "/escaped-dir/",
+        "/escaped-dir/secret.txt",
+        "/.hidden",
+        "/.feed.xml.abc.tmp",
+        "/empty/",
+        "/links/2025/",
+        "/index.html/",
+        "/index.html%00.txt",
+    ],
+)
+def test_http_missing_hidden_and_outside_paths_are_not_served(
+    site: tuple[Path, Served], path: str
+) -> None:
+    _, served = site
+    for method in ("GET", "HEAD"):
+        reply = http_request(served, path, method=method)
+        assert reply.status in (403, 404), (method, path, reply.status)
+        assert SECRET.encode() not in reply.body
+        assert b"<a href" not in reply.body  # never a listing
+
+
+def test_http_double_slash_is_no_open_redirect(site: tuple[Path, Served]) -> None:
+    _, served = site
+    reply = http_request(served, "//example.org")
+    assert reply.status == 404
+    assert "Location" not in reply.headers
+
+
+def test_newsboat_reload_gets_304_once_it_has_the_validators(
+    site: tuple[Path, Served], tmp_path: Path
+) -> None:
+    newsboat = require_tool("newsboat")
+    _, served = site
+    url = f"{served.http_base}/links/feed.xml"
+    (tmp_path / "urls").write_text(url + "\n")
+    (tmp_path / "config").write_text("")
+    start = len(served.log_text())
+
+    def reload() -> None:
+        result = subprocess.run(
+            [newsboat, "-x", "reload", "-u", "urls", "-c", "cache.db", "-C", "config"],
+            cwd=tmp_path,
+            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    # newsboat 2.21 stores a new feed's ETag and Last-Modified before it inserts the feed's
+    # row, so the first reload's validators are lost (its debug log shows the UPDATE ahead of
+    # the INSERT): the second reload fetches in full and keeps them, the third asks with them.
+    for _ in range(3):
+        reload()
+    pattern = r'"GET /links/feed\.xml HTTP/1\.1" \d{3} .*newsboat'
+    lines = wait_for_log(served, pattern, 3, start)
+    statuses = [line.split('HTTP/1.1" ')[1][:3] for line in lines]
+    assert len(statuses) == 3, "\n".join(lines)
+    assert statuses[0] == "200" and statuses[-1] == "304", "\n".join(lines)
+    current = http_request(served, "/links/feed.xml", method="HEAD").headers["ETag"]
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        assert db.execute("SELECT etag FROM rss_feed").fetchall() == [(current,)]
+        assert db.execute("SELECT count(*) FROM rss_item").fetchone() == (3,)
+
+
+# --- Gemini -----------------------------------------------------------------------------------
+
+
+def test_agunua_reads_the_capsule_index(site: tuple[Path, Served], tmp_path: Path) -> None:
+    root, served = site
+    for path in ("/index.gmi", "/", ""):
+        result = agunua(tmp_path, served.gemini_url(path))
+        assert result.returncode == 0, result.stderr
+        assert "Media type is text/gemini" in result.stdout
+        assert agunua_page(result.stdout) == page_lines(root / "index.gmi")
+    lines = check_gemtext((root / "index.gmi").read_text())
+    links = [(line.url, line.label) for line in lines if line.kind == "link"]
+    assert (
+        "gemini://links.example.org/links/2025/06/02/1.gmi",
+        "2025-06-02 Links 02/06/2025: Summer",
+    ) in links
+
+
+def test_agunua_reads_an_edition_and_a_stream_index(
+    site: tuple[Path, Served], tmp_path: Path
+) -> None:
+    root, served = site
+    edition = agunua(tmp_path, served.gemini_url("/links/2025/03/28/2.gmi"))
+    assert edition.returncode == 0, edition.stderr
+    assert "Media type is text/gemini" in edition.stdout
+    page = agunua_page(edition.stdout)
+    assert page == page_lines(root / "links/2025/03/28/2.gmi")
+    assert "=> https://a.example/ A ☛ B" in page
+
+    # "/links" answers 31 and agunua follows it to the stream's gemsub index.
+    stream = agunua(tmp_path, served.gemini_url("/links"))
+    assert stream.returncode == 0, stream.stderr
+    page = agunua_page(stream.stdout)
+    assert page == page_lines(root / "links/index.gmi")
+    dated = [line for line in page if re.fullmatch(r"=> gemini://\S+ \d{4}-\d{2}-\d{2} .+", line)]
+    assert dated == [
+        "=> gemini://links.example.org/links/2025/06/02/1.gmi 2025-06-02 Links 02/06/2025: Summer",
+        "=> gemini://links.example.org/links/2025/03/28/2.gmi 2025-03-28 Links 28/03/2025: Evening",
+        "=> gemini://links.example.org/links/2025/03/28/1.gmi 2025-03-28 "
+        "Links 28/03/2025: Science <b>Wins</b>, Security Loses",
+    ]
+
+
+def test_agunua_reports_a_missing_page(site: tuple[Path, Served], tmp_path: Path) -> None:
+    _, served = site
+    result = agunua(tmp_path, served.gemini_url("/nope.gmi"))
+    assert result.returncode == 1
+    assert "Not found" in result.stderr
+
+
+def test_raw_gemini_status_lines(site: tuple[Path, Served]) -> None:
+    root, served = site
+    assert served.gemini_port is not None
+    port = served.gemini_port
+    header, body, _ = gemini_request(port, served.gemini_url("/links/2025/03/28/1.gmi"))
+    assert header == "20 text/gemini; charset=utf-8"
+    assert body == (root / "links/2025/03/28/1.gmi").read_bytes()
+    header, body, _ = gemini_request(port, served.gemini_url("/links/"))
+    assert (header, body) == (
+        "20 text/gemini; charset=utf-8",
+        (root / "links/index.gmi").read_bytes(),
+    )
+    header, body, _ = gemini_request(port, served.gemini_url("/feed.xml"))
+    assert header == "20 application/atom+xml; charset=utf-8"
+    header, body, _ = gemini_request(port, served.gemini_url("/links?q=1"))
+    assert (header, body) == (f"31 {served.gemini_url('/links/')}", b"")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope.gmi",
+        "/../outside/secret.txt",
+        "/links/../../outside/index.gmi",
+        "/%2e%2e/outside/secret.txt",
+        "/escape.txt",
+        "/escaped-dir/",
+        "/escaped-dir/index.gmi",
+        "/.hidden",
+        "/empty/",
+        "/links/2025/",
+    ],
+)
+def test_raw_gemini_missing_and_outside_paths_get_51(site: tuple[Path, Served], path: str) -> None:
+    _, served = site
+    assert served.gemini_port is not None
+    header, body, _ = gemini_request(served.gemini_port, served.gemini_url(path))
+    assert header.startswith("51 "), header
+    assert body == b""
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("gemini://other.example/index.gmi", "53"),
+        ("https://127.0.0.1/index.gmi", "53"),
+        ("gemini://user@127.0.0.1/index.gmi", "59"),
+        ("gemini://127.0.0.1:notaport/", "59"),
+        ("/index.gmi", "59"),
+        ("gemini://127.0.0.1/" + "x" * 1100, "59"),
+    ],
+)
+def test_raw_gemini_refuses_other_hosts_and_bad_requests(
+    site: tuple[Path, Served], url: str, status: str
+) -> None:
+    _, served = site
+    assert served.gemini_port is not None
+    header, body, _ = gemini_request(served.gemini_port, url)
+    assert header.split(" ")[0] == status, header
+    assert body == b""
+
+
+# --- certificates, signals, startup errors ------------------------------------------------------
+
+
+def test_generated_certificate_is_reused_and_names_the_host(tmp_path: Path) -> None:
+    root = build_site(tmp_path)
+    state, home = tmp_path / "state", tmp_path / "home"
+    url = "gemini://capsule.example/index.gmi"
+
+    port = 0
+
+    def run_once() -> tuple[str, subprocess.CompletedProcess[str]]:
+        nonlocal port
+        # The same port each time: agunua pins a key per host and port.
+        served = start_serve(
+            tmp_path / "run",
+            root,
+            http=False,
+            hostname="capsule.example",
+            state=state,
+            gemini_listen=f"127.0.0.1:{port}",
+        )
+        try:
+            assert served.gemini_port is not None
+            port = served.gemini_port
+            header, _, der = gemini_request(port, url, sni="capsule.example")
+            assert header.startswith("20 ")
+            # agunua pins the key it saw first (TOFU, in `home`): a new key fails there.
+            client_url = served.gemini_url("/index.gmi", host="capsule.example")
+            client = agunua(home, client_url, "--connect-to", "127.0.0.1")
+            return fingerprint(der), client
+        finally:
+            assert served.stop() == 0
+
+    first, client = run_once()
+    assert client.returncode == 0, client.stderr
+    files = list(state.iterdir())
+    assert [path.name for path in files] == ["gemini-capsule.example.pem"]
+    assert files[0].stat().st_mode & 0o077 == 0, "the key file is private"
+    cert = x509.load_pem_x509_certificate(files[0].read_bytes())
+    assert cert.fingerprint(hashes.SHA256()).hex() == first
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["capsule.example"]
+    assert cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=365 * 50)
+
+    second, client = run_once()
+    assert second == first
+    assert client.returncode == 0, client.stderr
+
+    # Control: without the stored file a new key is made, and the pinning client objects.
+    files[0].unlink()
+    third, client = run_once()
+    assert third != first
+    assert client.returncode != 0
+    assert "Former public key" in client.stderr + client.stdout
+
+
+def test_ip_hostname_gets_an_ip_san(tmp_path: Path) -> None:
+    path = ensure_certificate(tmp_path, "127.0.0.1")
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert ensure_certificate(tmp_path, "127.0.0.1").read_bytes() == path.read_bytes()
+
+
+def test_given_certificate_and_key_are_used(tmp_path: Path) -> None:
+    root = build_site(tmp_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "given.crt", tmp_path / "given.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    served = start_serve(tmp_path / "run", root, http=False, cert=cert_path, key=key_path)
+    try:
+        assert served.gemini_port is not None
+        header, _, der = gemini_request(served.gemini_port, served.gemini_url("/"))
+        assert header.startswith("20 ")
+        assert fingerprint(der) == cert.fingerprint(hashes.SHA256()).hex()
+    finally:
+        assert served.stop() == 0
+    assert not (tmp_path / "run" / "state").exists(), "nothing generated"
+
+
+@pytest.mark.parametrize(
+    ("sig", "http", "gemini"),
+    [
+        (signal.SIGTERM, True, True),
+        (signal.SIGINT, True, True),
+        (signal.SIGTERM, True, False),
+        (signal.SIGTERM, False, True),
+    ],
+)
+def test_signal_stops_serve_cleanly(tmp_path: Path, sig: int, http: bool, gemini: bool) -> None:
+    root = build_site(tmp_path)
+    served = start_serve(tmp_path / "run", root, http=http, gemini=gemini)
+    ports = [port for port in (served.http_port, served.gemini_port) if port is not None]
+    # An open idle keep-alive connection must not hold the shutdown up.
+    idle = socket.create_connection(("127.0.0.1", ports[0]), timeout=10)
+    try:
+        if served.http_port is not None:
+            assert http_request(served, "/").status == 200
+        assert served.stop(sig) == 0, served.log_text()
+    finally:
+        idle.close()
+    assert "serve returned" in served.log_text()
+    for port in ports:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_port_in_use_fails_at_startup(tmp_path: Path) -> None:
+    root = build_site(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AssertionError, match="exited with 1") as failure:
+            start_serve(tmp_path / "run", root, gemini=False, http_listen=f"127.0.0.1:{port}")
+    assert "address already in use" in str(failure.value).lower()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"http": None, "gemini": None}, ValueError),
+        ({"key": Path("k.pem")}, ValueError),
+        ({"output_dir": Path("/nonexistent/public")}, FileNotFoundError),
+    ],
+)
+def test_bad_arguments_fail_before_anything_starts(
+    tmp_path: Path, kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    arguments: dict[str, object] = {
+        "output_dir": tmp_path,
+        "http": ("127.0.0.1", 0),
+        "gemini": None,
+        "hostname": "localhost",
+        "cert": None,
+        "key": None,
+        "state_dir": tmp_path / "state",
+        **kwargs,
+    }
+    with pytest.raises(error):
+        serve(**arguments)  # type: ignore[arg-type]
