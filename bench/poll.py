@@ -112,8 +112,9 @@ class PeakMemory(threading.Thread):
 def measure(name: str, info: ServerInfo, workdir: Path) -> Measured:
     result_path = workdir / f"{name}.json"
     env = os.environ | {
+        # The caller's PYTHONPATH first, so another checkout of digest can be measured.
         "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH")])
+            filter(None, [os.environ.get("PYTHONPATH"), str(REPO), str(REPO / "src")])
         ),
         "NO_PROXY": "127.0.0.1",
         "no_proxy": "127.0.0.1",
@@ -243,7 +244,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = [name for name in (args.only or ROWS) if not (args.skip_reader and name == "reader")]
-    console = Console()
+    # Wide enough for the tables when the output goes to a file or a pipe.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(
         f"Serving {args.feeds:,} RSS feeds of {args.entries} entries on {args.ports} ports; "
         f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}"

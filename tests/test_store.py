@@ -18,7 +18,7 @@ from digest.store import (
     Store,
     apply_feed_update,
     canonical_url,
-    due_feeds,
+    claim_feeds,
     feed_health,
     plan_entry_changes,
     store_entries,
@@ -149,18 +149,49 @@ def test_polling_the_same_content_twice_changes_nothing(
     assert {key: title for key, title, _ in after} == firsts
 
 
+def due(store: Store, now: datetime, *, every: bool = False) -> list[str]:
+    """Names of the feeds a poller would claim now (the claim is rolled back)."""
+    with store.reading() as session:
+        claimed = claim_feeds(
+            session,
+            now,
+            worker="test",
+            lease=timedelta(minutes=1),
+            limit=100,
+            polled_before=now if every else None,
+        )
+        session.rollback()
+    return [feed.name for feed in claimed]
+
+
+def test_claims_skip_leased_feeds_until_the_lease_ends(store: Store) -> None:
+    add_feeds(
+        store,
+        [FeedSettings(url=f"https://{n}.example/feed", stream="links", name=n) for n in "abc"],
+        NOW,
+    )
+    with store.writing() as session:
+        first = claim_feeds(session, NOW, worker="w1", lease=timedelta(minutes=5), limit=2)
+    with store.writing() as session:
+        second = claim_feeds(session, NOW, worker="w2", lease=timedelta(minutes=5), limit=10)
+    assert [f.name for f in first] == ["a", "b"]
+    assert [f.name for f in second] == ["c"]
+    assert due(store, NOW + timedelta(minutes=1)) == []
+    # w1 died: its lease runs out and its feeds go to the next claimer
+    assert due(store, NOW + timedelta(minutes=6)) == ["a", "b", "c"]
+
+
 def test_sync_feeds_tracks_the_config(store: Store) -> None:
     a = FeedSettings(url="https://a.example/feed", stream="links", name="A")
     b = FeedSettings(url="https://b.example/feed", stream="links", name="B", interval="2h")
     add_feeds(store, [a, b], NOW)
-    with store.reading() as session:
-        assert [f.name for f in due_feeds(session, NOW)] == ["A", "B"]
+    assert due(store, NOW) == ["A", "B"]
     add_feeds(store, [b.model_copy(update={"name": "Bee"})], NOW)
     with store.reading() as session:
         rows = {row.config_url: row for row in session.scalars(select(FeedRow))}
         assert not rows[a.url].active and rows[b.url].name == "Bee"
         assert rows[b.url].interval_seconds == 7200
-        assert [f.name for f in due_feeds(session, NOW)] == ["Bee"]
+    assert due(store, NOW) == ["Bee"]
 
 
 def test_feed_updates_track_health(store: Store) -> None:
@@ -179,8 +210,8 @@ def test_feed_updates_track_health(store: Store) -> None:
     with store.reading() as session:
         [health] = feed_health(session)
         assert (health.failures, health.last_error, health.last_ok) == (2, failed.error, None)
-        assert due_feeds(session, NOW) == []
-        assert [f.id for f in due_feeds(session, later)] == [fid]
+    assert due(store, NOW) == []
+    assert due(store, later) == ["example.net"]
     ok = FeedUpdate(
         polled_at=later,
         next_poll_at=later,
@@ -210,4 +241,4 @@ def test_feed_updates_track_health(store: Store) -> None:
     with store.reading() as session:
         [health] = feed_health(session)
         assert health.disabled and health.disabled_reason == "gone (HTTP 410)"
-        assert due_feeds(session, later, every=True) == []
+    assert due(store, later + timedelta(days=2), every=True) == []  # disabled, not just polled

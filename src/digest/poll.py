@@ -11,6 +11,8 @@ import asyncio
 import multiprocessing
 import os
 import random
+import socket
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +22,15 @@ from digest import PROJECT_URL, __version__
 from digest.config import FetchSettings
 from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
 from digest.parse import ParsedFeed, ParseError, parse_feed
-from digest.store import FeedRow, FeedUpdate, Store, apply_feed_update, due_feeds, store_entries
+from digest.store import (
+    ClaimedFeed,
+    FeedUpdate,
+    Store,
+    apply_feed_update,
+    claim_feeds,
+    heartbeat,
+    store_entries,
+)
 from digest.store.hosts import known_hosts, offer_host, remember_host
 
 MAX_BACKOFF = timedelta(days=1)
@@ -40,6 +50,7 @@ class FeedFailure:
 @dataclass
 class PollSummary:
     polled: int = 0
+    done: int = 0
     fetched: int = 0
     not_modified: int = 0
     new_entries: int = 0
@@ -98,6 +109,8 @@ def _parse_job(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed 
         return parse_feed(body, url=url, headers=headers)
     except ParseError as error:
         return f"not a feed: {error}"
+    except Exception as error:  # a parser bug on one feed must not stop the others
+        return f"parse failed: {type(error).__name__}: {error}"
 
 
 @dataclass(frozen=True)
@@ -111,11 +124,19 @@ class _Due:
 
 
 class Poller:
-    """Polls a store's due feeds once; `run` is the whole job, for the CLI and the daemon."""
+    """Polls a store's due feeds once; `run` is the whole job, for the CLI and the daemon.
+
+    Feeds are claimed in batches with a lease, so any number of pollers (processes or
+    machines on one PostgreSQL) poll each due feed once; a poller that dies loses its lease
+    and its feeds go to the others.
+    """
 
     def __init__(self, store: Store, fetch_settings: FetchSettings) -> None:
         self.store = store
         self.limits = fetch_limits(fetch_settings)
+        self.worker = worker_id()
+        self.lease = lease_length(fetch_settings.timeout)
+        self.batch = max(2 * fetch_settings.concurrency, 50)
 
     def run(self, *, every: bool = False, progress: ProgressCallback | None = None) -> PollSummary:
         return asyncio.run(self.poll(every=every, progress=progress))
@@ -123,28 +144,50 @@ class Poller:
     async def poll(
         self, *, every: bool = False, progress: ProgressCallback | None = None
     ) -> PollSummary:
-        now = datetime.now(UTC)
+        started = datetime.now(UTC)
         with self.store.reading() as session:
-            due = [_due(row) for row in due_feeds(session, now, every=every)]
             known = known_hosts(session)
-        summary = PollSummary(polled=len(due))
-        if not due:
+        summary = PollSummary()
+        claimed = self._claim(started, every, self.batch)
+        if not claimed:
             return summary
-        done = 0
-        with _parser_pool(len(due)) as pool:
+        with _parser_pool() as pool:
             async with Fetcher(self.limits, known) as fetcher:
 
                 async def one(feed: _Due) -> None:
-                    nonlocal done
                     result = await fetcher.fetch(feed.url, feed.cache)
                     parsed = await self._parse(pool, result)
                     self._record(feed, result, parsed, summary, known)
-                    done += 1
-                    if progress:
-                        progress(done, len(due))
 
-                await asyncio.gather(*(one(feed) for feed in due))
+                pending: set[asyncio.Task[None]] = set()
+                while claimed or pending:
+                    summary.polled += len(claimed)
+                    pending |= {asyncio.create_task(one(feed)) for feed in claimed}
+                    finished, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in finished:
+                        task.result()  # a bug in our own code must not pass silently
+                    if progress:
+                        progress(summary.done, summary.polled)
+                    # Top up when half the batch is done: fewer claim queries, no idle gap.
+                    room = self.batch - len(pending)
+                    claimed = self._claim(started, every, room) if room >= self.batch // 2 else []
         return summary
+
+    def _claim(self, started: datetime, every: bool, limit: int) -> list[_Due]:
+        now = datetime.now(UTC)
+        with self.store.writing() as session:
+            rows = claim_feeds(
+                session,
+                now,
+                worker=self.worker,
+                lease=self.lease,
+                limit=limit,
+                polled_before=started if every else None,
+            )
+            heartbeat(session, self.worker, "poll", now)
+        return [_due(row) for row in rows]
 
     async def _parse(self, pool: Executor, result: FetchResult) -> ParsedFeed | str | None:
         if result.outcome is not Outcome.OK or result.body is None:
@@ -202,6 +245,7 @@ class Poller:
                 changes = store_entries(session, feed.id, parsed.entries, now)
                 summary.new_entries += len(changes.new)
                 summary.updated_entries += len(changes.changed)
+        summary.done += 1
         if error is not None:
             summary.failures.append(FeedFailure(feed.name, feed.url, error))
         elif result.outcome is Outcome.OK:
@@ -210,7 +254,7 @@ class Poller:
             summary.not_modified += 1
 
 
-def _due(row: FeedRow) -> _Due:
+def _due(row: ClaimedFeed) -> _Due:
     return _Due(
         id=row.id,
         name=row.name,
@@ -221,7 +265,18 @@ def _due(row: FeedRow) -> _Due:
     )
 
 
-def _parser_pool(feeds: int) -> ProcessPoolExecutor:
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def lease_length(timeout: float) -> timedelta:
+    """Long enough for one fetch and its parse; DIGEST_LEASE_SECONDS overrides it (tests)."""
+    override = os.environ.get("DIGEST_LEASE_SECONDS")
+    return timedelta(seconds=float(override) if override else 2 * timeout + 10)
+
+
+def _parser_pool() -> ProcessPoolExecutor:
     # forkserver: forking a process that runs an event loop and threads is unsafe.
-    workers = max(1, min(os.cpu_count() or 1, feeds))
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(
+        os.cpu_count() or 1, mp_context=multiprocessing.get_context("forkserver")
+    )

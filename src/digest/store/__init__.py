@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from digest.config import FeedSettings
 from digest.parse import ParsedEntry
 from digest.store.db import Store, make_engine, upgrade_database
-from digest.store.models import Base, EditionItemRow, EditionRow, EntryRow, FeedRow
+from digest.store.models import Base, EditionItemRow, EditionRow, EntryRow, FeedRow, WorkerRow
 
 __all__ = [
     "Base",
+    "ClaimedFeed",
     "EditionItemRow",
     "EditionRow",
     "EntryChanges",
@@ -34,13 +35,17 @@ __all__ = [
     "Store",
     "apply_feed_update",
     "canonical_url",
-    "due_feeds",
+    "claim_feeds",
     "feed_health",
+    "heartbeat",
+    "live_workers",
     "make_engine",
     "plan_entry_changes",
     "store_entries",
     "sync_feeds",
     "upgrade_database",
+    "WorkerRow",
+    "WorkerStatus",
 ]
 
 MAX_KEY_LENGTH = 600  # longer ids are hashed: they must fit a unique index on every engine
@@ -99,12 +104,106 @@ def sync_feeds(session: Session, feeds: Sequence[FeedSettings], now: datetime) -
         row.active = False
 
 
-def due_feeds(session: Session, now: datetime, *, every: bool = False) -> list[FeedRow]:
-    """Active, enabled feeds whose next poll time has come (all of them with `every`)."""
-    query = select(FeedRow).where(FeedRow.active, FeedRow.disabled_reason.is_(None))
-    if not every:
-        query = query.where((FeedRow.next_poll_at.is_(None)) | (FeedRow.next_poll_at <= now))
-    return list(session.scalars(query.order_by(FeedRow.next_poll_at, FeedRow.id)))
+@dataclass(frozen=True)
+class ClaimedFeed:
+    id: int
+    name: str
+    url: str
+    interval_seconds: int
+    failures: int
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+
+
+def claim_feeds(
+    session: Session,
+    now: datetime,
+    *,
+    worker: str,
+    lease: timedelta,
+    limit: int,
+    polled_before: datetime | None = None,
+) -> list[ClaimedFeed]:
+    """Claim up to `limit` due feeds for `worker` until now + lease.
+
+    Due: the next poll time has come (or, with `polled_before`, not polled since then).
+    A feed another worker holds a live lease on is skipped. On PostgreSQL the pick is
+    FOR UPDATE SKIP LOCKED, so concurrent claimers never wait on or take the same rows; on
+    SQLite the caller's BEGIN IMMEDIATE serializes claimers and this is one UPDATE.
+    """
+    due = (
+        (FeedRow.next_poll_at.is_(None)) | (FeedRow.next_poll_at <= now)
+        if polled_before is None
+        else (FeedRow.last_poll_at.is_(None)) | (FeedRow.last_poll_at < polled_before)
+    )
+    pick = (
+        select(FeedRow.id)
+        .where(
+            FeedRow.active,
+            FeedRow.disabled_reason.is_(None),
+            (FeedRow.lease_until.is_(None)) | (FeedRow.lease_until < now),
+            due,
+        )
+        .order_by(FeedRow.next_poll_at, FeedRow.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    rows = session.execute(
+        update(FeedRow)
+        .where(FeedRow.id.in_(pick.scalar_subquery()))
+        .values(claimed_by=worker, lease_until=now + lease)
+        .returning(
+            FeedRow.id,
+            FeedRow.name,
+            FeedRow.url,
+            FeedRow.interval_seconds,
+            FeedRow.failures,
+            FeedRow.etag,
+            FeedRow.last_modified,
+            FeedRow.body_hash,
+        )
+    )
+    return sorted((ClaimedFeed(**row._mapping) for row in rows), key=lambda feed: feed.id)
+
+
+def heartbeat(session: Session, worker: str, role: str, now: datetime) -> None:
+    """Record that `worker` is alive (inserted on its first beat)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(WorkerRow).values(id=worker, role=role, started_at=now, heartbeat_at=now)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[WorkerRow.id], set_={"heartbeat_at": now, "role": role}
+        )
+    )
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    id: str
+    role: str
+    started_at: datetime
+    heartbeat_at: datetime
+    feeds_held: int
+
+
+def live_workers(session: Session, now: datetime, within: timedelta) -> list[WorkerStatus]:
+    """Workers seen within `within`, with how many feeds each holds a live lease on."""
+    held = dict(
+        session.execute(
+            select(FeedRow.claimed_by, func.count())
+            .where(FeedRow.claimed_by.is_not(None), FeedRow.lease_until >= now)
+            .group_by(FeedRow.claimed_by)
+        ).all()
+    )
+    rows = session.scalars(
+        select(WorkerRow).where(WorkerRow.heartbeat_at >= now - within).order_by(WorkerRow.id)
+    )
+    return [
+        WorkerStatus(row.id, row.role, row.started_at, row.heartbeat_at, held.get(row.id, 0))
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)
