@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the programs the render tests drive (newsboat, chromium, w3m, java + vnu.jar) when
-# missing.
+# Installs the programs the render tests drive (newsboat, chromium, w3m, java + vnu.jar) and
+# PostgreSQL for the store tests, when missing.
 # Idempotent: a second run installs nothing. Run from anywhere; .tools/ lands at the repo root.
 set -euo pipefail
 
@@ -38,6 +38,24 @@ if [ ! -f "$jar" ]; then
   echo "installing: vnu-jar (npm, into .tools/)"
   # --ignore-scripts: the postinstall only fetches a Java runtime, and we install our own.
   npm install --no-audit --no-fund --ignore-scripts --prefix .tools vnu-jar
+fi
+
+# PostgreSQL for the store tests on a real server. Debian keeps initdb and pg_ctl off PATH,
+# in /usr/lib/postgresql/<version>/bin, where the tests look too.
+have_postgres() {
+  local program
+  for program in initdb pg_ctl; do
+    if ! command -v "$program" >/dev/null 2>&1 \
+      && ! compgen -G "/usr/lib/postgresql/*/bin/$program" >/dev/null; then
+      return 1
+    fi
+  done
+}
+if ! have_postgres; then
+  echo "installing: postgresql"
+  "${sudo_cmd[@]}" apt-get update
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends \
+    postgresql
 fi
 
 echo "system deps ready"

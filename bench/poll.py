@@ -119,7 +119,11 @@ def measure(name: str, info: ServerInfo, workdir: Path) -> Measured:
         "NO_PROXY": "127.0.0.1",
         "no_proxy": "127.0.0.1",
     }
-    command = [sys.executable, "-m", "bench.systems", name]
+    # digest starts from a script, as its console script does (see bench/digest_main.py).
+    entry = (
+        [str(REPO / "bench" / "digest_main.py")] if name == "digest" else ["-m", "bench.systems"]
+    )
+    command = [sys.executable, *entry, name]
     command += ["--ports", ",".join(map(str, info.ports)), "--feeds", str(info.feeds)]
     command += ["--result", str(result_path)]
     process = subprocess.Popen(command, cwd=REPO, env=env)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real database file, migrated to head, and entries built like the parser's."""
+"""Shared fixtures: a real database (an SQLite file, and a PostgreSQL database on a throwaway
+server), migrated to head, and entries built like the parser's."""
 
 from __future__ import annotations
 
@@ -12,11 +13,40 @@ import pytest
 from digest.config import FeedSettings
 from digest.parse import ParsedEntry
 from digest.store import Store, sync_feeds
+from tests.pg import PostgresServer, postgres_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: PostgresServer) -> str:
+    """The server's base URL: postgresql+psycopg://postgres@127.0.0.1:PORT/"""
+    return pg_server.url
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+def pg_database(pg_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new empty database, dropped after the test."""
+    with pg_server.database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend the store supports; PostgreSQL starts only when a test asks for it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'digest.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = Store(database_url)
     store.upgrade()
     yield store
     store.close()

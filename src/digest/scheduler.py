@@ -129,6 +129,9 @@ class Daemon:
         self._poll_cancelled = False
         self._poll_idle = threading.Event()
         self._poll_idle.set()
+        # One poller for the daemon's life (one worker id in the workers table); a reload
+        # makes a new one for the new fetch settings.
+        self._poller = Poller(store, config.settings.fetch)
         self.scheduler = BackgroundScheduler(
             timezone=config.settings.site.zone,
             executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -175,6 +178,7 @@ class Daemon:
             return
         old = self.config.settings.site
         new = config.settings.site
+        old_fetch = self.config.settings.fetch
         for key, before, after in (
             ("database", old.database, new.database),
             ("state_dir", old.state_dir, new.state_dir),
@@ -189,6 +193,8 @@ class Daemon:
             self._config_stamp = None  # try again at the next check
             return
         self.config = config
+        if config.settings.fetch != old_fetch:
+            self._poller = Poller(self.store, config.settings.fetch)
         self._schedule(config.settings)
         log.info(
             "config reloaded: %d feeds, %s",
@@ -275,9 +281,8 @@ class Daemon:
         try:
             if self.stopping.is_set():
                 return
-            poller = Poller(self.store, self.config.settings.fetch)
             try:
-                summary = asyncio.run(self._cancellable_poll(poller))
+                summary = asyncio.run(self._cancellable_poll(self._poller))
             except asyncio.CancelledError:
                 log.info("poll cancelled: the feeds it had not finished stay due")
                 return

@@ -1,0 +1,19 @@
+"""Entry point for the digest system's process: `python bench/digest_main.py digest ...`.
+
+Started by path, importing at the top what the installed `digest` console script imports,
+because a multiprocessing worker re-imports its parent's main script before it runs a job:
+the parser workers then pay the same imports (and memory) as under `digest poll`.
+"""
+
+from importlib import import_module
+from importlib.metadata import entry_points
+
+from bench.systems import main
+
+# The module behind the `digest` console script (digest.cli when digest is not installed).
+import_module(
+    next((ep.module for ep in entry_points(group="console_scripts", name="digest")), "digest.cli")
+)
+
+if __name__ == "__main__":
+    main()
