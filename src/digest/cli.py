@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from digest import __version__
 from digest.config import Config, ConfigError, load_config
-from digest.locks import LockBusy, apply_busy_timeout_override, daemon_lock, locked_database
+from digest.locks import LockBusy, daemon_lock, locked_database
 from digest.poll import Poller, PollSummary
 from digest.publish import build, publishing, render
 from digest.render import RenderError, RenderReport
@@ -183,9 +183,7 @@ def feeds(app: App, as_json: bool) -> None:
         return
     table = Table("name", "stream", "entries", "last ok", "status", "fails", "next poll", "problem")
     for feed in health:
-        problem = (
-            f"disabled: {feed.disabled_reason}" if feed.disabled else (feed.last_error or "")
-        )
+        problem = f"disabled: {feed.disabled_reason}" if feed.disabled else (feed.last_error or "")
         table.add_row(
             feed.name,
             feed.stream or "(own)",
@@ -294,14 +292,28 @@ def trust(app: App, host: str) -> None:
 
 
 @cli.command()
-@click.option("--http", "http_listen", default="127.0.0.1:8080", show_default=True,
-              help="Address for the web server; 'off' to disable.")
-@click.option("--gemini", "gemini_listen", default="127.0.0.1:1965", show_default=True,
-              help="Address for the Gemini server; 'off' to disable.")
-@click.option("--cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="TLS certificate for Gemini (default: generated into the state folder).")
-@click.option("--key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Its private key.")
+@click.option(
+    "--http",
+    "http_listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Address for the web server; 'off' to disable.",
+)
+@click.option(
+    "--gemini",
+    "gemini_listen",
+    default="127.0.0.1:1965",
+    show_default=True,
+    help="Address for the Gemini server; 'off' to disable.",
+)
+@click.option(
+    "--cert",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="TLS certificate for Gemini (default: generated into the state folder).",
+)
+@click.option(
+    "--key", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Its private key."
+)
 @pass_app
 def serve(
     app: App, http_listen: str, gemini_listen: str, cert: Path | None, key: Path | None
@@ -334,7 +346,8 @@ def serve(
         )
     except (ValueError, OSError) as error:
         err.print(f"cannot serve: {error}", markup=False)
-        raise SystemExit(EXIT_USAGE if isinstance(error, ValueError) else EXIT_FEEDS_FAILED) from None
+        code = EXIT_USAGE if isinstance(error, ValueError) else EXIT_FEEDS_FAILED
+        raise SystemExit(code) from None
 
 
 def _poll(store: Store, config: Config, every: bool) -> PollSummary:
@@ -383,7 +396,6 @@ def _publishing(config: Config, exit_code: int = EXIT_OK) -> Iterator[None]:
 @contextmanager
 def _busy_database(config: Config) -> Iterator[None]:
     """SQLite locked by another program past the busy timeout: one clear line, no traceback."""
-    apply_busy_timeout_override()
     try:
         yield
     except OperationalError as error:
@@ -419,7 +431,9 @@ def _parse_at(text: str, config: Config) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"expected 'YYYY-MM-DD HH:MM', got {text!r}", param_hint="--at")
+        raise click.BadParameter(
+            f"expected 'YYYY-MM-DD HH:MM', got {text!r}", param_hint="--at"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=config.settings.site.zone)
     return moment.astimezone(UTC)

@@ -25,8 +25,6 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-import digest.store.db
-
 PUBLISH_LOCK = "publish.lock"
 DAEMON_LOCK = "daemon.pid"
 # How long a second runner waits for the publish lock before it skips (cron runs overlap a
@@ -34,7 +32,6 @@ DAEMON_LOCK = "daemon.pid"
 LOCK_WAIT_SECONDS = 60.0
 LOCK_WAIT_ENV = "DIGEST_LOCK_WAIT"
 # SQLite's busy timeout in seconds, replacing the store's 30 s (tests cannot wait that long).
-BUSY_TIMEOUT_ENV = "DIGEST_BUSY_TIMEOUT"
 _RETRY_SECONDS = 0.05
 
 
@@ -121,16 +118,6 @@ def _try_lock(fd: int, kind: int) -> bool:
 def _read_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None
-
-
-def apply_busy_timeout_override() -> None:
-    """Use DIGEST_BUSY_TIMEOUT (seconds) as SQLite's busy timeout for stores made after this.
-
-    The store reads its module constant when it makes an engine; this sets that constant until
-    the store grows a setting of its own.
-    """
-    seconds = _env_seconds(BUSY_TIMEOUT_ENV, digest.store.db.BUSY_TIMEOUT_MS / 1000)
-    digest.store.db.BUSY_TIMEOUT_MS = round(seconds * 1000)
 
 
 def locked_database(error: OperationalError, url: str) -> str | None:

@@ -327,6 +327,20 @@ def parse_feed(
     return _parse_xml(body, url=url, headers=lowered, media_type=media_type, now=now)
 
 
+def parse_or_error(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed | str:
+    """parse_feed for a worker process: a failure comes back as its message.
+
+    It lives here, not in digest.poll, so that a parser worker unpickling it imports only
+    the parse stage (feedparser, nh3), not the database and HTTP stacks.
+    """
+    try:
+        return parse_feed(body, url=url, headers=headers)
+    except ParseError as error:
+        return f"not a feed: {error}"
+    except Exception as error:  # a parser bug on one feed must not stop the others
+        return f"parse failed: {type(error).__name__}: {error}"
+
+
 def _as_utc(moment: datetime) -> datetime:
     """Aware UTC; a naive time is read as UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

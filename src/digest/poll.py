@@ -21,20 +21,23 @@ from datetime import UTC, datetime, timedelta
 from digest import PROJECT_URL, __version__
 from digest.config import FetchSettings
 from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
-from digest.parse import ParsedFeed, ParseError, parse_feed
+from digest.parse import ParsedFeed, parse_or_error
 from digest.store import (
     ClaimedFeed,
     FeedUpdate,
     Store,
-    apply_feed_update,
+    apply_feed_updates,
     claim_feeds,
     heartbeat,
+    release_claims,
+    renew_leases,
     store_entries,
 )
 from digest.store.hosts import known_hosts, offer_host, remember_host
 
 MAX_BACKOFF = timedelta(days=1)
 MAX_FRESHNESS = timedelta(days=1)
+WRITE_BATCH = 200  # feeds per write transaction, at most
 JITTER = 0.1  # up to 10% of the interval, so feeds added together drift apart
 
 ProgressCallback = Callable[[int, int], None]
@@ -103,16 +106,6 @@ def next_poll_time(
     return earliest
 
 
-def _parse_job(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed | str:
-    """Runs in a worker process; a parse error comes back as its message."""
-    try:
-        return parse_feed(body, url=url, headers=headers)
-    except ParseError as error:
-        return f"not a feed: {error}"
-    except Exception as error:  # a parser bug on one feed must not stop the others
-        return f"parse failed: {type(error).__name__}: {error}"
-
-
 @dataclass(frozen=True)
 class _Due:
     id: int
@@ -148,32 +141,103 @@ class Poller:
         with self.store.reading() as session:
             known = known_hosts(session)
         summary = PollSummary()
-        claimed = self._claim(started, every, self.batch)
+        claimed = await asyncio.to_thread(self._claim, started, every, self.batch)
         if not claimed:
             return summary
+        keeper = asyncio.create_task(self._keep_leases())
+        try:
+            await self._poll_claimed(claimed, started, every, summary, known, progress)
+        finally:
+            keeper.cancel()
+            # Claims still held were not finished (cancelled, or a write failed): give them
+            # back now rather than make other pollers wait out the lease.
+            with self.store.writing() as session:
+                release_claims(session, self.worker)
+        return summary
+
+    async def _poll_claimed(
+        self,
+        claimed: list[_Due],
+        started: datetime,
+        every: bool,
+        summary: PollSummary,
+        known: Mapping[str, str],
+        progress: ProgressCallback | None,
+    ) -> None:
+        polled: asyncio.Queue[_Polled | None] = asyncio.Queue()
         with _parser_pool() as pool:
+            writer = asyncio.create_task(self._write_all(polled, summary, known, progress))
             async with Fetcher(self.limits, known) as fetcher:
 
                 async def one(feed: _Due) -> None:
                     result = await fetcher.fetch(feed.url, feed.cache)
                     parsed = await self._parse(pool, result)
-                    self._record(feed, result, parsed, summary, known)
+                    polled.put_nowait(_Polled(feed, result, parsed))
 
                 pending: set[asyncio.Task[None]] = set()
-                while claimed or pending:
-                    summary.polled += len(claimed)
-                    pending |= {asyncio.create_task(one(feed)) for feed in claimed}
-                    finished, pending = await asyncio.wait(
-                        pending, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    for task in finished:
-                        task.result()  # a bug in our own code must not pass silently
-                    if progress:
-                        progress(summary.done, summary.polled)
-                    # Top up when half the batch is done: fewer claim queries, no idle gap.
-                    room = self.batch - len(pending)
-                    claimed = self._claim(started, every, room) if room >= self.batch // 2 else []
-        return summary
+                try:
+                    while claimed or pending:
+                        summary.polled += len(claimed)
+                        pending |= {asyncio.create_task(one(feed)) for feed in claimed}
+                        finished, pending = await asyncio.wait(
+                            pending, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for task in finished:
+                            task.result()  # a bug in our own code must not pass silently
+                        if writer.done():
+                            writer.result()  # a failed write stops the poll here
+                        # Top up when half the batch is done: fewer claims, no idle gap.
+                        room = self.batch - len(pending)
+                        claimed = (
+                            await asyncio.to_thread(self._claim, started, every, room)
+                            if room >= self.batch // 2
+                            else []
+                        )
+                finally:
+                    for task in pending:
+                        task.cancel()
+            polled.put_nowait(None)
+            await writer
+
+    async def _keep_leases(self) -> None:
+        """Extend this poller's leases while it works: a long queue on a slow host must not
+        let another poller take feeds this one is still fetching."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            await asyncio.to_thread(self._renew)
+
+    def _renew(self) -> None:
+        now = datetime.now(UTC)
+        with self.store.writing() as session:
+            renew_leases(session, self.worker, now + self.lease)
+            heartbeat(session, self.worker, "poll", now)
+
+    async def _write_all(
+        self,
+        polled: asyncio.Queue[_Polled | None],
+        summary: PollSummary,
+        known: Mapping[str, str],
+        progress: ProgressCallback | None,
+    ) -> None:
+        """Store results in batches, one transaction each, in a thread off the event loop.
+
+        A transaction per feed cost more than the fetch of a 304; batching also lets fetching
+        go on while SQLite writes. Whatever arrives during one write is the next batch.
+        """
+        while True:
+            batch: list[_Polled] = []
+            item = await polled.get()
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= WRITE_BATCH or polled.empty():
+                    break
+                item = polled.get_nowait()
+            if batch:
+                await asyncio.to_thread(self._write, batch, summary, known)
+                if progress:
+                    progress(summary.done, summary.polled)
+            if item is None:
+                return
 
     def _claim(self, started: datetime, every: bool, limit: int) -> list[_Due]:
         now = datetime.now(UTC)
@@ -194,64 +258,79 @@ class Poller:
             return None
         loop = asyncio.get_running_loop()
         url = result.final_url or result.url
-        return await loop.run_in_executor(pool, _parse_job, result.body, url, dict(result.headers))
-
-    def _record(
-        self,
-        feed: _Due,
-        result: FetchResult,
-        parsed: ParsedFeed | str | None,
-        summary: PollSummary,
-        known: Mapping[str, str],
-    ) -> None:
-        now = datetime.now(UTC)
-        error = result.error if result.outcome in (Outcome.ERROR, Outcome.GONE) else None
-        if isinstance(parsed, str):
-            error = parsed
-        failures = 0 if error is None else feed.failures + 1
-        change = FeedUpdate(
-            polled_at=now,
-            next_poll_at=next_poll_time(
-                now,
-                feed.interval,
-                failures,
-                retry_after=result.retry_after,
-                fresh_until=result.fresh_until,
-            ),
-            status=str(result.status) if result.status else result.outcome.value,
-            ok=error is None,
-            error=error,
-            url=result.permanent_url,
-            etag=result.cache.etag,
-            last_modified=result.cache.last_modified,
-            body_hash=result.cache.body_hash,
-            disabled_reason=(
-                f"gone ({result.error}) since {now:%Y-%m-%d}"
-                if result.outcome is Outcome.GONE
-                else None
-            ),
-            title=parsed.title if isinstance(parsed, ParsedFeed) else None,
+        return await loop.run_in_executor(
+            pool, parse_or_error, result.body, url, dict(result.headers)
         )
+
+    def _write(self, batch: list[_Polled], summary: PollSummary, known: Mapping[str, str]) -> None:
+        now = datetime.now(UTC)
+        changes = [(item, _feed_update(item, now)) for item in batch]
+        new = updated = 0
         with self.store.writing() as session:
-            apply_feed_update(session, feed.id, change)
-            if result.tls_host and result.tls_fingerprint:
-                # Pin a first-seen key (or note the pinned one again); a changed key is only
-                # offered: the fetch already failed, and `digest trust` accepts it.
-                if known.get(result.tls_host, result.tls_fingerprint) == result.tls_fingerprint:
-                    remember_host(session, result.tls_host, result.tls_fingerprint, now)
-                else:
-                    offer_host(session, result.tls_host, result.tls_fingerprint, now)
-            if isinstance(parsed, ParsedFeed):
-                changes = store_entries(session, feed.id, parsed.entries, now)
-                summary.new_entries += len(changes.new)
-                summary.updated_entries += len(changes.changed)
-        summary.done += 1
-        if error is not None:
-            summary.failures.append(FeedFailure(feed.name, feed.url, error))
-        elif result.outcome is Outcome.OK:
-            summary.fetched += 1
-        else:
-            summary.not_modified += 1
+            apply_feed_updates(session, [(item.feed.id, change) for item, change in changes])
+            for item, _change in changes:
+                result, parsed = item.result, item.parsed
+                if result.tls_host and result.tls_fingerprint:
+                    # Pin a first-seen key (or note the pinned one again); a changed key is
+                    # only offered: the fetch already failed, and `digest trust` accepts it.
+                    fingerprint = result.tls_fingerprint
+                    if known.get(result.tls_host, fingerprint) == fingerprint:
+                        remember_host(session, result.tls_host, fingerprint, now)
+                    else:
+                        offer_host(session, result.tls_host, fingerprint, now)
+                if isinstance(parsed, ParsedFeed):
+                    stored = store_entries(session, item.feed.id, parsed.entries, now)
+                    new += len(stored.new)
+                    updated += len(stored.changed)
+        # Counted only once committed, so the summary never claims what a failed write lost.
+        summary.new_entries += new
+        summary.updated_entries += updated
+        for item, change in changes:
+            summary.done += 1
+            if change.error is not None:
+                summary.failures.append(FeedFailure(item.feed.name, item.feed.url, change.error))
+            elif item.result.outcome is Outcome.OK:
+                summary.fetched += 1
+            else:
+                summary.not_modified += 1
+
+
+@dataclass(frozen=True)
+class _Polled:
+    feed: _Due
+    result: FetchResult
+    parsed: ParsedFeed | str | None
+
+
+def _feed_update(item: _Polled, now: datetime) -> FeedUpdate:
+    feed, result, parsed = item.feed, item.result, item.parsed
+    error = result.error if result.outcome in (Outcome.ERROR, Outcome.GONE) else None
+    if isinstance(parsed, str):
+        error = parsed
+    failures = 0 if error is None else feed.failures + 1
+    return FeedUpdate(
+        polled_at=now,
+        next_poll_at=next_poll_time(
+            now,
+            feed.interval,
+            failures,
+            retry_after=result.retry_after,
+            fresh_until=result.fresh_until,
+        ),
+        status=str(result.status) if result.status else result.outcome.value,
+        ok=error is None,
+        error=error,
+        url=result.permanent_url,
+        etag=result.cache.etag,
+        last_modified=result.cache.last_modified,
+        body_hash=result.cache.body_hash,
+        disabled_reason=(
+            f"gone ({result.error}) since {now:%Y-%m-%d}"
+            if result.outcome is Outcome.GONE
+            else None
+        ),
+        title=parsed.title if isinstance(parsed, ParsedFeed) else None,
+    )
 
 
 def _due(row: ClaimedFeed) -> _Due:
@@ -276,7 +355,8 @@ def lease_length(timeout: float) -> timedelta:
 
 
 def _parser_pool() -> ProcessPoolExecutor:
-    # forkserver: forking a process that runs an event loop and threads is unsafe.
-    return ProcessPoolExecutor(
-        os.cpu_count() or 1, mp_context=multiprocessing.get_context("forkserver")
-    )
+    # forkserver: forking a process that runs an event loop and threads is unsafe. The fork
+    # server imports the parse stage once, and every worker forked from it shares those pages.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["digest.parse"])
+    return ProcessPoolExecutor(os.cpu_count() or 1, mp_context=context)

@@ -7,6 +7,7 @@ half-way with "database is locked" (reader#175). PostgreSQL needs none of this.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,13 +15,21 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.resources import resource_dir
 
-BUSY_TIMEOUT_MS = 30_000
+DEFAULT_BUSY_TIMEOUT = 30.0  # seconds; DIGEST_BUSY_TIMEOUT overrides it
+
+
+def busy_timeout() -> float:
+    """How long SQLite waits for a lock another program holds before giving up."""
+    value = os.environ.get("DIGEST_BUSY_TIMEOUT")
+    return float(value) if value else DEFAULT_BUSY_TIMEOUT
 
 
 class Store:
@@ -60,7 +69,8 @@ class Store:
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    timeout = busy_timeout()
+    engine = create_engine(url, connect_args={"timeout": timeout})
     if engine.url.database and engine.url.database != ":memory:":
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
 
@@ -69,7 +79,7 @@ def make_engine(url: str) -> Engine:
         # Let SQLAlchemy emit BEGIN itself (pysqlite's own transaction handling is off).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -93,7 +103,14 @@ def alembic_config(url: str | None = None) -> AlembicConfig:
 
 def upgrade_database(engine: Engine) -> None:
     config = alembic_config()
+    head = ScriptDirectory.from_config(config).get_current_head()
     with engine.connect() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return  # the common case: a read, no write lock (works while others write)
+    # Several runners may start at once on a new database: one migrates, the others wait.
+    with engine.execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7317001)")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()
