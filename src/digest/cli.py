@@ -213,8 +213,16 @@ def feeds(app: App, as_json: bool) -> None:
     default="info",
     show_default=True,
 )
+@click.option(
+    "--role",
+    type=click.Choice(["all", "poll", "publish"]),
+    default="all",
+    show_default=True,
+    help="poll: only poll feeds; publish: only close editions and render (one node at a "
+    "time holds this role, the others stand by); all: both.",
+)
 @pass_app
-def run(app: App, log_format: str, log_level: str) -> None:
+def run(app: App, log_format: str, log_level: str, role: str) -> None:
     """Run as a daemon: poll feeds as they fall due and close editions on each stream's schedule.
 
     SIGHUP (or saving feeds.yaml) reloads the config; SIGTERM stops it cleanly.
@@ -229,7 +237,7 @@ def run(app: App, log_format: str, log_level: str) -> None:
             daemon_lock(config.settings.site.state_dir),
             app.store(config) as store,
         ):
-            run_daemon(store, config)
+            run_daemon(store, config, role)
     except LockBusy as busy:
         err.print(f"not started: a daemon is already running: {busy}", markup=False)
         raise SystemExit(EXIT_FEEDS_FAILED) from None
@@ -272,6 +280,12 @@ def status(app: App, as_json: bool) -> None:
             else "  last edition: none yet"
         )
         click.echo(f"  next closing: {_when_text(stream['next_closing'])}")
+    click.echo(f"workers seen in the last 2 minutes: {len(report['workers'])}")
+    for worker in report["workers"]:
+        click.echo(
+            f"  {worker['id']} ({worker['role']}): last heartbeat "
+            f"{_when_text(worker['heartbeat_at'])}, holds {worker['feeds_held']} feeds"
+        )
 
 
 @cli.command()

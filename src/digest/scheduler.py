@@ -35,11 +35,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from digest.config import Config, ConfigError, Settings, load_config, parse_duration
 from digest.editions import close_edition
+from digest.leader import PublisherRole
 from digest.locks import LockBusy, locked_database, running_daemon
-from digest.poll import Poller, PollSummary
+from digest.poll import Poller, PollSummary, worker_id
 from digest.publish import publishing, render
 from digest.render import RenderError
-from digest.store import EditionRow, Store, feed_health, sync_feeds
+from digest.store import EditionRow, Store, feed_health, heartbeat, live_workers, sync_feeds
 
 log = logging.getLogger("digest.daemon")
 
@@ -113,10 +114,22 @@ class ClosingsRecord:
             os.replace(tmp, self.path)
 
 
+ROLES = ("all", "poll", "publish")
+# How often a publishing node checks that it holds the publisher role (or, as a standby,
+# tries to take it): a standby takes over within this long of the holder's death.
+LEADER_CHECK = timedelta(seconds=5)
+LEADER_CHECK_ENV = "DIGEST_LEADER_CHECK"
+WORKERS_SHOWN_WITHIN = timedelta(minutes=2)
+
+
 class Daemon:
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, role: str = "all") -> None:
         self.store = store
         self.config = config
+        self.role = role
+        self.polls = role in ("all", "poll")
+        self.publisher = PublisherRole(store) if role in ("all", "publish") else None
+        self.worker = worker_id()
         # Fixed for the process: a reload that moves them is logged, not followed.
         self.state_dir = config.settings.site.state_dir
         self.closings = ClosingsRecord(self.state_dir / CLOSINGS_FILE)
@@ -144,13 +157,18 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_reload_signal)
         settings = self.config.settings
         self._schedule(settings)
-        self._make_up_missed_closings(datetime.now(UTC))
-        # Pages a killed run closed but never wrote, and its temporary files.
-        self.scheduler.add_job(self._job(self._publish), id="publish-at-start")
+        if self.publisher is not None:
+            self.scheduler.add_job(
+                self._job(self._lead),
+                IntervalTrigger(seconds=leader_check().total_seconds()),
+                id="lead",
+                next_run_time=datetime.now(UTC),
+            )
         self.scheduler.start()
         log.info(
-            "daemon started (pid %d): %d feeds, %s",
+            "daemon started (pid %d, role %s): %d feeds, %s",
             os.getpid(),
+            self.role,
             len(settings.feeds),
             ", ".join(self._describe_schedule()) or "no streams",
         )
@@ -205,13 +223,16 @@ class Daemon:
     def _schedule(self, settings: Settings) -> None:
         """(Re)place the jobs; the poll job runs at once, so new feeds are polled now."""
         zone = settings.site.zone
-        self.scheduler.add_job(
-            self._job(self._poll),
-            IntervalTrigger(seconds=poll_tick(settings).total_seconds(), timezone=zone),
-            id="poll",
-            replace_existing=True,
-            next_run_time=datetime.now(zone),
-        )
+        if self.polls:
+            self.scheduler.add_job(
+                self._job(self._poll),
+                IntervalTrigger(seconds=poll_tick(settings).total_seconds(), timezone=zone),
+                id="poll",
+                replace_existing=True,
+                next_run_time=datetime.now(zone),
+            )
+        if self.publisher is None:
+            return
         wanted = {f"close:{name}" for name in settings.streams}
         for job in self.scheduler.get_jobs():
             if job.id.startswith("close:") and job.id not in wanted:
@@ -231,6 +252,25 @@ class Daemon:
             when = job.next_run_time if job is not None else None
             described.append(f"{name} closes next at {when:%Y-%m-%d %H:%M %Z}" if when else name)
         return described
+
+    def _lead(self) -> None:
+        """Hold (or try to take) the publisher role; on taking it, catch up what is owed."""
+        assert self.publisher is not None
+        had = self.publisher.held
+        holds = self.publisher.try_acquire()
+        if holds and not had:
+            log.info("publisher role taken: this node closes editions and renders")
+            self._make_up_missed_closings(datetime.now(UTC))
+            # Pages a killed run closed but never wrote, and its temporary files.
+            self.scheduler.add_job(
+                self._job(self._publish), id="publish-at-start", replace_existing=True
+            )
+        elif had and not holds:
+            log.warning("publisher role lost: standing by")
+        elif not holds and not had and self.role == "publish":
+            log.debug("standing by: another node holds the publisher role")
+        with self.store.writing() as session:
+            heartbeat(session, self.worker, "publish" if holds else "standby", datetime.now(UTC))
 
     def _make_up_missed_closings(self, now: datetime) -> None:
         settings = self.config.settings
@@ -309,7 +349,7 @@ class Daemon:
     def _close(self, name: str, at: datetime | None = None) -> None:
         settings = self.config.settings
         stream = settings.streams.get(name)
-        if stream is None or self.stopping.is_set():
+        if stream is None or self.stopping.is_set() or not self._publishes():
             return
         with publishing(settings, cancel=self.stopping):
             at = at or datetime.now(UTC)
@@ -326,7 +366,12 @@ class Daemon:
                 log.info("closed %s: %s", edition.path, edition.title)
             self._render([edition] if edition else [])
 
+    def _publishes(self) -> bool:
+        return self.publisher is not None and self.publisher.held
+
     def _publish(self) -> None:
+        if not self._publishes():
+            return
         with publishing(self.config.settings, cancel=self.stopping):
             self._render([])
 
@@ -362,12 +407,19 @@ class Daemon:
                     with contextlib.suppress(RuntimeError):
                         loop.call_soon_threadsafe(task.cancel)
         self.scheduler.shutdown(wait=True)
+        if self.publisher is not None:
+            self.publisher.release()
         log.info("daemon stopped")
 
 
-def run_daemon(store: Store, config: Config) -> None:
+def run_daemon(store: Store, config: Config, role: str = "all") -> None:
     """Run until SIGTERM or SIGINT; the caller holds the daemon lock and closes the store."""
-    Daemon(store, config).run()
+    Daemon(store, config, role).run()
+
+
+def leader_check() -> timedelta:
+    override = os.environ.get(LEADER_CHECK_ENV)
+    return parse_duration(override) if override else LEADER_CHECK
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -395,6 +447,7 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
                 select(EditionRow).join(newest, EditionRow.id == newest.c.id)
             )
         }
+        workers = live_workers(session, now, WORKERS_SHOWN_WITHIN)
     polls = [feed.last_poll for feed in health if feed.last_poll]
     streams: dict[str, Any] = {}
     for name, stream in settings.streams.items():
@@ -417,6 +470,16 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         "feeds": len(health),
         "failing_feeds": [feed.as_json() for feed in health if feed.failures or feed.disabled],
         "streams": streams,
+        "workers": [
+            {
+                "id": worker.id,
+                "role": worker.role,
+                "started_at": worker.started_at.isoformat(),
+                "heartbeat_at": worker.heartbeat_at.isoformat(),
+                "feeds_held": worker.feeds_held,
+            }
+            for worker in workers
+        ],
     }
 
 
