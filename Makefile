@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck migrations-check pytest bench clean
+.PHONY: demo test lint typecheck migrations-check pytest bench bench-workers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,17 @@ pytest: $(STAMP)
 
 test: lint typecheck migrations-check pytest
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.poll
+
+bench-workers: $(BENCH_STAMP)
+	bash .ci/system-deps.sh
+	$(BIN)/python -m bench.workers
 
 clean:
 	rm -rf build public .mypy_cache .pytest_cache .ruff_cache
