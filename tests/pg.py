@@ -12,7 +12,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tests.gemini_servers import free_port
 from tests.validators import tool_missing
 
 SERVER_OPTIONS = (
@@ -91,7 +91,7 @@ class PostgresServer:
         )
         # A free port can be taken between asking and binding: try a few.
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"{SERVER_OPTIONS} -p {self.port} -c listen_addresses=127.0.0.1"
                 f" -c unix_socket_directories={self.home}"
@@ -141,13 +141,6 @@ class PostgresServer:
                 admin.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

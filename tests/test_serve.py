@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
 
 from digest.render import render_site
 from digest.serve import Redirect, ensure_certificate, parse_listen, resolve_path, serve
+from tests.gemini_servers import make_certificate
 from tests.test_render import sample_content
 from tests.validators import check_gemtext, require_tool
 
@@ -658,29 +658,9 @@ def test_ip_hostname_gets_an_ip_san(tmp_path: Path) -> None:
 
 def test_given_certificate_and_key_are_used(tmp_path: Path) -> None:
     root = build_site(tmp_path)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "given.crt", tmp_path / "given.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    served = start_serve(tmp_path / "run", root, http=False, cert=cert_path, key=key_path)
+    given = make_certificate(tmp_path, "given")
+    cert = x509.load_pem_x509_certificate(given.certfile.read_bytes())
+    served = start_serve(tmp_path / "run", root, http=False, cert=given.certfile, key=given.keyfile)
     try:
         assert served.gemini_port is not None
         header, _, der = gemini_request(served.gemini_port, served.gemini_url("/"))
