@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from digest.cli import cli
 from digest.store import EditionRow, EntryRow, Store
-from tests.validators import validate_atom
+from tests.validators import check_gemtext, html_safety_problems, validate_atom
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 
@@ -68,7 +68,28 @@ def test_a_second_update_on_unchanged_feeds_adds_nothing(demo: Path, tmp_path: P
     result = digest("--config", str(demo), "update")
     assert result.exit_code == 0
     assert "no new editions" in result.output
+    assert "rendered 0 files" in result.output  # nothing new: no file rewritten
     assert counts(tmp_path / "build" / "demo.db") == before
+
+
+def test_hostile_feed_text_is_harmless_in_every_format(demo: Path, tmp_path: Path) -> None:
+    hostile = Path(__file__).parent / "data" / "parse" / "hostile.xml"
+    shutil.copy(hostile, demo.parent / "feeds" / "misc.xml")
+    result = digest("--config", str(demo), "update")
+    assert result.exit_code == 0, result.output
+    public = tmp_path / "public"
+    for page in public.rglob("*.html"):
+        problems = html_safety_problems(page.read_text())
+        assert problems == [], (page, problems)
+    for page in public.rglob("*.gmi"):
+        lines = check_gemtext(page.read_text())  # no preformat, absolute links, no controls
+        for line in lines:
+            # a hostile title may sit in a link label, never make a line of its own
+            if line.kind == "link":
+                assert "evil.example" not in (line.url or ""), (page, line)
+            if line.kind == "heading":
+                assert "Fake heading" not in line.text, (page, line)
+    validate_atom(public / "links" / "feed.xml")
 
 
 def test_config_errors_exit_2_with_lines_and_write_nothing(tmp_path: Path) -> None:

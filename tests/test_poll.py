@@ -1,0 +1,153 @@
+"""Polling end to end against a real local server: what a poll leaves in the database."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from sqlalchemy import func, select
+from werkzeug import Request, Response
+
+from digest.config import FeedSettings, FetchSettings
+from digest.poll import MAX_BACKOFF, Poller, next_poll_time
+from digest.store import EntryRow, FeedRow, Store
+from tests.conftest import add_feeds
+
+RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+<link>https://example.net/</link><description>d</description>{items}</channel></rss>"""
+
+
+def rss(*titles: str) -> str:
+    return RSS.format(
+        items="".join(
+            f"<item><title>{t}</title><link>https://example.net/{t}</link>"
+            f"<pubDate>Fri, 28 Mar 2025 10:00:00 GMT</pubDate></item>"
+            for t in titles
+        )
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    store.upgrade()
+    yield store
+    store.close()
+
+
+def poll(store: Store, *urls: str) -> None:
+    add_feeds(store, [FeedSettings(url=url, stream="links") for url in urls], datetime.now(UTC))
+    Poller(store, FetchSettings(allow_private_networks=True)).run(every=True)
+
+
+def feed(store: Store, config_url: str) -> FeedRow:
+    with store.reading() as session:
+        return session.scalars(select(FeedRow).where(FeedRow.config_url == config_url)).one()
+
+
+def entries(store: Store) -> int:
+    with store.reading() as session:
+        return session.scalar(select(func.count()).select_from(EntryRow)) or 0
+
+
+def test_etag_round_trip_gives_304_and_no_parse(db: Store, httpserver: HTTPServer) -> None:
+    seen: list[str | None] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request.headers.get("If-None-Match"))
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Response(status=304)
+        return Response(rss("a", "b"), headers={"ETag": '"v1"'}, content_type="application/rss+xml")
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    url = httpserver.url_for("/feed")
+    poll(db, url)
+    poll(db, url)
+    assert seen == [None, '"v1"']
+    row = feed(db, url)
+    assert (row.last_status, row.etag, row.failures) == ("304", '"v1"', 0)
+    assert entries(db) == 2
+
+
+def test_same_bytes_without_etag_are_not_parsed_again(db: Store, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(rss("a"), content_type="text/xml")
+    url = httpserver.url_for("/feed")
+    poll(db, url)
+    poll(db, url)
+    assert feed(db, url).last_status == "200" and entries(db) == 1
+
+
+def test_permanent_redirects_move_the_feed_and_temporary_ones_do_not(
+    db: Store, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/old").respond_with_data(
+        "", status=301, headers={"Location": "/older"}
+    )
+    httpserver.expect_request("/older").respond_with_data(
+        "", status=308, headers={"Location": "/new"}
+    )
+    httpserver.expect_request("/new").respond_with_data(rss("a"), content_type="text/xml")
+    httpserver.expect_request("/temp").respond_with_data(
+        "", status=302, headers={"Location": "/new"}
+    )
+    moved, temporary = httpserver.url_for("/old"), httpserver.url_for("/temp")
+    poll(db, moved, temporary)
+    assert feed(db, moved).url == httpserver.url_for("/new")
+    assert feed(db, temporary).url == temporary
+
+
+def test_gone_disables_and_errors_back_off(db: Store, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/gone").respond_with_data("", status=410)
+    httpserver.expect_request("/missing").respond_with_data("", status=404)
+    gone, missing = httpserver.url_for("/gone"), httpserver.url_for("/missing")
+    poll(db, gone, missing)
+    assert feed(db, gone).disabled_reason is not None
+    assert "410" in (feed(db, gone).disabled_reason or "")
+    first = feed(db, missing)
+    assert (first.failures, first.last_error) == (1, "HTTP 404 Not Found")
+    poll(db, missing)
+    second = feed(db, missing)
+    assert second.failures == 2
+    assert second.next_poll_at and second.last_poll_at
+    # the wait doubles: 2 h then 4 h for a 1 h interval (plus up to 10 % jitter)
+    assert second.next_poll_at - second.last_poll_at >= timedelta(hours=4)
+
+
+def test_retry_after_is_honoured(db: Store, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/busy").respond_with_data(
+        "", status=429, headers={"Retry-After": "7200"}
+    )
+    busy = httpserver.url_for("/busy")
+    poll(db, busy)
+    row = feed(db, busy)
+    assert row.next_poll_at and row.last_poll_at
+    assert row.next_poll_at - row.last_poll_at >= timedelta(seconds=7200)
+
+
+def test_next_poll_time_rules() -> None:
+    now = datetime(2025, 3, 28, tzinfo=UTC)
+    rng = random.Random(0)
+    hour = timedelta(hours=1)
+    assert now + hour <= next_poll_time(now, hour, 0, rng=rng) <= now + hour * 1.1
+    assert next_poll_time(now, hour, 3, rng=rng) >= now + 8 * hour
+    assert next_poll_time(now, hour, 30, rng=rng) <= now + MAX_BACKOFF * 1.1
+    later = now + timedelta(hours=5)
+    assert next_poll_time(now, hour, 0, fresh_until=later, rng=rng) == later
+    assert next_poll_time(now, hour, 1, retry_after=later, rng=rng) == later
+    far = now + timedelta(days=30)
+    assert next_poll_time(now, hour, 0, fresh_until=far, rng=rng) == now + timedelta(days=1)
+
+
+def test_a_broken_feed_does_not_stop_the_others(db: Store, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/html").respond_with_data(
+        "<html><body>hi</body></html>", content_type="text/html"
+    )
+    httpserver.expect_request("/ok").respond_with_data(rss("a", "b", "c"), content_type="text/xml")
+    broken, ok = httpserver.url_for("/html"), httpserver.url_for("/ok")
+    poll(db, broken, ok)
+    assert (feed(db, broken).last_error or "").startswith("not a feed")
+    assert feed(db, ok).last_error is None and entries(db) == 3
