@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -280,3 +281,25 @@ def test_property_every_story_appears_at_most_once(
     folded = {link.replace("http://www.", "https://").rstrip("/") for link in links if link}
     assert len(folded) == len(links)
     assert folded == {link for _, link, _ in items}
+
+
+def test_builders_racing_close_one_edition(store: Store) -> None:
+    ids = feeds(store, ("sci", "Science", 0))
+    put(store, ids["sci"], *[make_entry(f"Story {n}", published=T0) for n in range(20)])
+    barrier = threading.Barrier(4)
+    results: list[list[Edition]] = []
+
+    def builder() -> None:
+        barrier.wait()
+        results.append(build(store, site("UTC"), at=T0 + timedelta(minutes=1)))
+
+    threads = [threading.Thread(target=builder) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 4  # nobody crashed
+    assert sum(len(closed) for closed in results) == 1
+    with store.reading() as session:
+        [edition] = load_editions(session)
+    assert sum(len(section.items) for section in edition.sections) == 20

@@ -7,6 +7,7 @@ daemon and cron runs close and write one at a time.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
@@ -24,6 +26,7 @@ from digest.locks import publish_lock
 from digest.render import RecentPost, RenderReport, SiteContent, StreamContent, render_site
 from digest.store import EntryRow, FeedRow, Store
 
+log = logging.getLogger("digest.publish")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What render's tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") leaves when killed mid-write.
@@ -42,8 +45,14 @@ def build(store: Store, settings: Settings, at: datetime | None = None) -> list[
     at = at or datetime.now(UTC)
     closed = []
     for name, stream in settings.streams.items():
-        with store.writing() as session:
-            edition = close_edition(session, name, stream, settings.site.zone, at)
+        try:
+            with store.writing() as session:
+                edition = close_edition(session, name, stream, settings.site.zone, at)
+        except IntegrityError:
+            # Another node closed this edition (or took these entries) first: the unique keys
+            # keep it exactly-once, and what it closed is theirs to publish.
+            log.info("stream %s: another process closed this edition first", name)
+            continue
         if edition is not None:
             closed.append(edition)
     return closed
