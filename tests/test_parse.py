@@ -347,6 +347,79 @@ def test_relative_links_in_a_gemini_served_atom_feed_stay_gemini() -> None:
     assert entry.link == "gemini://capsule.example/log/posts/a.gmi"
 
 
+def test_permalink_guid_resolves_but_an_opaque_one_is_kept_as_written() -> None:
+    items = "<item><title>a</title><guid>posts/a</guid></item>"
+    items += '<item><title>b</title><guid isPermaLink="false">1234</guid></item>'
+
+    a, b = parse_feed(rss(items), url="https://example.org/blog/feed", now=NOW).entries
+
+    assert (a.key, a.link) == ("https://example.org/blog/posts/a", a.key)
+    assert (b.key, b.link) == ("1234", None)
+
+
+TRICKY_URLS = [
+    "https://example.org/a", "posts/b", "/c", "//other.example/d", "../e", "?page=2", "#top", "",
+    "urn:uuid:1", "tag:example.org,2025:1", "1234", "https://example.org/a?", "http:///f",
+    "https://example.org/p;x", "https://example.org/?a=1&amp;b=2", "HTTPS://EXAMPLE.ORG/G",
+    "gemini://capsule.example/h", "javascript:x()", " https://example.org/i ", "https://[::1",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.booleans(),
+    st.lists(
+        st.tuples(
+            st.none() | st.sampled_from(TRICKY_URLS),
+            st.none() | st.sampled_from(TRICKY_URLS),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from(["https://example.org/blog/feed", "gemini://capsule.example/atom.xml"]),
+)
+def test_links_and_ids_are_the_same_whether_or_not_the_server_names_the_feed_location(
+    is_atom: bool, items: list[tuple[str | None, str | None, bool]], url: str
+) -> None:
+    # Without a Content-Location header, parse_feed may let feedparser skip resolving.
+    def element(name: str, value: str | None, attributes: str = "") -> str:
+        return "" if value is None else f"<{name}{attributes}>{html.escape(value)}</{name}>"
+
+    if is_atom:
+        body = atom(
+            "".join(
+                f"<entry><title>{n}</title>{element('id', id_)}"
+                + ("" if link is None else f'<link href="{html.escape(link)}"/>')
+                + "</entry>"
+                for n, (link, id_, _) in enumerate(items)
+            )
+        )
+    else:
+        body = rss(
+            "".join(
+                f"<item><title>{n}</title>{element('link', link)}"
+                + element("guid", id_, f' isPermaLink="{str(permalink).lower()}"')
+                + "</item>"
+                for n, (link, id_, permalink) in enumerate(items)
+            )
+        )
+
+    named = parse_feed(body, url=url, headers={"Content-Location": url}, now=NOW)
+
+    assert parse_feed(body, url=url, now=NOW) == named
+
+
+def test_unusable_content_location_is_ignored() -> None:
+    body = rss("<item><title>a</title><link>posts/a</link></item>")
+
+    entry = one(
+        body, url="https://example.org/blog/feed", headers={"Content-Location": "http://[::1"}
+    )
+
+    assert entry.link == "https://example.org/blog/posts/a"
+
+
 def test_unsafe_schemes_drop_the_link() -> None:
     links = ["javascript:x()", "data:text/html,x", "mailto:a@b.example", "file:///etc/passwd"]
     links += ["ftp://files.example/x", "vbscript:x", "http://", "https://[::1"]
