@@ -6,9 +6,11 @@ time, so later changes to an entry never change a published edition.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from itertools import groupby
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -48,7 +50,7 @@ class Edition:
     @property
     def path(self) -> str:
         """Path under the output folder, without extension: links/2025/03/28/1."""
-        return f"{self.stream}/{self.date:%Y/%m/%d}/{self.number}"
+        return _path(self)
 
 
 @dataclass(frozen=True)
@@ -258,22 +260,49 @@ def _save(session: Session, edition: Edition, chosen: list[_Candidate]) -> None:
     session.flush()
 
 
-def load_editions(session: Session, stream: str | None = None) -> list[Edition]:
-    """Closed editions, newest first, exactly as they were closed."""
+def load_editions(
+    session: Session,
+    stream: str | None = None,
+    *,
+    bare_after: int | None = None,
+    full_paths: Collection[str] = (),
+) -> list[Edition]:
+    """Closed editions, newest first, exactly as they were closed.
+
+    With `bare_after`, only each stream's newest `bare_after` editions (and those in
+    `full_paths`) come with their sections; older ones come bare, as index pages need them:
+    a site that has published for years does not reload every item to add one edition.
+    """
     query = select(EditionRow).order_by(EditionRow.closed_at.desc(), EditionRow.id.desc())
     if stream is not None:
         query = query.where(EditionRow.stream == stream)
     rows = list(session.scalars(query))
-    items: dict[int, list[EditionItemRow]] = {}
-    ids = [row.id for row in rows]
+    rank: dict[str, int] = {}
+    ids = []
+    for row in rows:
+        rank[row.stream] = rank.get(row.stream, 0) + 1
+        if bare_after is None or rank[row.stream] <= bare_after or _path(row) in full_paths:
+            ids.append(row.id)
+    items: dict[int, list[EditionItemRow]] = {row_id: [] for row_id in ids}
     for start in range(0, len(ids), 500):
         for item in session.scalars(
             select(EditionItemRow)
             .where(EditionItemRow.edition_id.in_(ids[start : start + 500]))
             .order_by(EditionItemRow.edition_id, EditionItemRow.position)
         ):
-            items.setdefault(item.edition_id, []).append(item)
+            items[item.edition_id].append(item)
     return [_edition_from_rows(row, items.get(row.id, [])) for row in rows]
+
+
+def edition_paths(session: Session) -> list[str]:
+    return [
+        _path(row)
+        for row in session.execute(select(EditionRow.stream, EditionRow.date, EditionRow.number))
+    ]
+
+
+def _path(row: EditionRow | Any) -> str:
+    return f"{row.stream}/{row.date:%Y/%m/%d}/{row.number}"
 
 
 def _edition_from_rows(row: EditionRow, items: list[EditionItemRow]) -> Edition:

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,9 +21,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
-from digest.editions import Edition, close_edition, load_editions
+from digest.editions import Edition, close_edition, edition_paths, load_editions
 from digest.locks import publish_lock
-from digest.render import RecentPost, RenderReport, SiteContent, StreamContent, render_site
+from digest.render import (
+    FEED_EDITIONS,
+    RecentPost,
+    RenderReport,
+    SiteContent,
+    StreamContent,
+    render_site,
+)
 from digest.store import EntryRow, FeedRow, Store
 
 log = logging.getLogger("digest.publish")
@@ -58,9 +65,17 @@ def build(store: Store, settings: Settings, at: datetime | None = None) -> list[
     return closed
 
 
-def site_content(session: Session, settings: Settings) -> SiteContent:
+def site_content(
+    session: Session, settings: Settings, in_full: Collection[str] | None = None
+) -> SiteContent:
+    """The site as the renderer sees it: every edition in full, or (with `in_full`) only
+    those, plus the newest that the feeds carry, in full, and the rest bare for the indexes."""
     site = settings.site
-    editions = load_editions(session)
+    editions = (
+        load_editions(session)
+        if in_full is None
+        else load_editions(session, bare_after=FEED_EDITIONS, full_paths=in_full)
+    )
     streams = [
         StreamContent(
             name=name,
@@ -97,18 +112,24 @@ def render(store: Store, settings: Settings, only: Sequence[Edition] | None = No
     output = Path(settings.site.output_dir)
     remove_stale_temp_files(output)
     with store.reading() as session:
-        content = site_content(session, settings)
-    if only is not None:
-        only = [*only, *unwritten_editions(content, output)]
-    return render_site(content, output, only=only, templates_override=settings.site.templates)
+        if only is None:
+            return render_site(
+                site_content(session, settings), output, templates_override=settings.site.templates
+            )
+        wanted = {edition.path for edition in only} | set(
+            unwritten_editions(edition_paths(session), output)
+        )
+        content = site_content(session, settings, in_full=wanted)
+    chosen = [edition for s in content.streams for edition in s.editions if edition.path in wanted]
+    return render_site(content, output, only=chosen, templates_override=settings.site.templates)
 
 
-def unwritten_editions(content: SiteContent, output: Path) -> list[Edition]:
+def unwritten_editions(paths: Collection[str], output: Path) -> list[str]:
+    """Editions a killed run closed but never wrote."""
     return [
-        edition
-        for stream in content.streams
-        for edition in stream.editions
-        if not all((output / f"{edition.path}{ext}").is_file() for ext in (".html", ".gmi"))
+        path
+        for path in paths
+        if not all((output / f"{path}{ext}").is_file() for ext in (".html", ".gmi"))
     ]
 
 
