@@ -11,11 +11,13 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from digest import parse
 from digest.parse import (
     BLURB_WORDS,
     ParsedEntry,
@@ -685,3 +687,121 @@ def test_every_entity_declaration_expat_sees_is_refused(
 
     if expat_declares_entities(document):
         assert declares_entities(document.encode())
+
+
+# --- the plain RSS 2.0 fast path --------------------------------------------------------------
+
+# Text XML allows, spacing aside: feedparser and ElementTree then see the same characters.
+XML_TEXT = st.text(
+    st.characters(codec="utf-8", blacklist_characters="\x7f\ufffe\uffff\r", min_codepoint=9).filter(
+        lambda c: c in "\t\n" or c >= " "
+    ),
+    max_size=30,
+)
+# What publishers put in titles and descriptions: markup, entities, mojibake, cp1252 controls.
+MARKUP = st.sampled_from(
+    ["<p>", "</p>", "<b>x</b>", "&amp;", "&lt;", "&nbsp;", "&#8217;", "Ã©", "\x96", "\x80",
+     "<a href=\"/rel\">l</a>", "<script>x()</script>", "]]>", " ", "\n", "&"]
+)  # fmt: skip
+TEXTS = st.lists(XML_TEXT | MARKUP, max_size=6).map("".join)
+DATES = st.sampled_from(
+    ["Fri, 28 Mar 2025 10:00:00 GMT", "Fri, 28 Mar 2025 10:00:00 +0200", "28 Mar 2025 10:00 EST",
+     "Fri, 28 Mar 25 10:00:00 GMT", "Fri, 28 Mar 2025 10:00:00", "2025-03-28T10:00:00Z",
+     "Sun, 31 Dec 1899 23:59:59 -1200", "Fri, 28 Mar 2025 10:00:00 XYZ", "not a date", "",
+     " Fri, 28 Mar 2026 10:00:00 UT "]
+)  # fmt: skip
+
+
+@st.composite
+def xml_text(draw: st.DrawFn, text: st.SearchStrategy[str] = TEXTS) -> str:
+    """text escaped one of the ways feeds do it: entities, character references, CDATA."""
+    value = draw(text)
+    mode = draw(st.sampled_from(["escape", "references", "cdata"]))
+    if mode == "escape":
+        return html.escape(value, quote=False)
+    if mode == "references":
+        return "".join(f"&#{ord(c)};" if c != "\n" else c for c in value)
+    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+PERMALINK = st.sampled_from(
+    ["", *(f' isPermaLink="{v}"' for v in ("true", "false", "FALSE", "TRUE"))]
+)
+
+
+@st.composite
+def rss_item(draw: st.DrawFn) -> str:
+    urls = xml_text(st.sampled_from(TRICKY_URLS))
+    children = [
+        f"<title>{draw(xml_text())}</title>",
+        f"<description>{draw(xml_text())}</description>",
+        f"<link>{draw(urls)}</link>",
+        f"<guid{draw(PERMALINK)}>{draw(urls)}</guid>",
+        f"<pubDate>{draw(xml_text(DATES))}</pubDate>",
+        f'<category domain="d">{draw(xml_text())}</category><category>c</category>',
+        f"<comments>{draw(urls)}</comments>",
+    ]
+    chosen = draw(st.lists(st.sampled_from(children), unique=True, max_size=len(children)))
+    return "<item>\n" + "\n".join(chosen) + "\n</item>"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    xml_text(),
+    st.none() | xml_text(st.sampled_from(TRICKY_URLS)),
+    st.lists(rss_item(), max_size=4),
+    st.booleans(),
+    st.sampled_from(["https://example.org/blog/feed", "http://127.0.0.1:8080/f.xml"]),
+    st.sampled_from(["application/rss+xml; charset=utf-8", "application/xml", None]),
+)
+def test_plain_rss_fast_path_reads_exactly_what_feedparser_reads(
+    title: str,
+    link: str | None,
+    items: list[str],
+    namespaces: bool,
+    url: str,
+    content_type: str | None,
+) -> None:
+    """The ElementTree path must be invisible: the same feed as feedparser's, field for field."""
+    declarations = (
+        ' xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:atom="http://www.w3.org/2005/Atom"'
+        if namespaces
+        else ""
+    )
+    self_link = '<atom:link href="https://example.org/f" rel="self"/>' if namespaces else ""
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"{declarations}><channel>\n'
+        f"<title>{title}</title>{'' if link is None else f'<link>{link}</link>'}{self_link}"
+        "<language>en</language><lastBuildDate>Fri, 28 Mar 2025 10:00:00 GMT</lastBuildDate>\n"
+        + "\n".join(items)
+        + "\n</channel></rss>"
+    ).encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    # Every generated body has the plain shape, so the comparison below is never vacuous.
+    assert parse._plain_rss(body, {k.lower(): v for k, v in headers.items()}) is not None
+
+    fast = parse_feed(body, url=url, headers=headers, now=NOW)
+    with mock.patch.object(parse, "_plain_rss", lambda body, headers: None):
+        slow = parse_feed(body, url=url, headers=headers, now=NOW)
+
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        rss("<item><title>a</title><author>a@example.org (A)</author></item>"),  # not read
+        rss("<item><title>a</title><title>b</title></item>"),  # a repeat
+        rss("<item><title>a<b>bold</b></title></item>"),  # markup that is not text
+        rss("<item><title>a</title></item>").replace(b"<channel>", b'<channel xml:lang="en">'),
+        rss("<item><title>a</title></item>").replace(b'"2.0"', b'"2.0" xmlns:c="urn:c"'),
+        rss("<item><title>a&nbsp;b</title></item>"),  # not XML: feedparser's loose parser
+        rss("<item><title>a</title></item>").replace(b"utf-8", b"iso-8859-1"),
+        b'<!DOCTYPE rss><rss version="2.0"><channel><item><title>a</title></item></channel></rss>',
+        b'<rss version="0.91"><channel><item><title>a</title></item></channel></rss>',
+    ],
+)
+def test_anything_but_plain_rss_is_left_to_feedparser(body: bytes) -> None:
+    assert parse._plain_rss(body, {}) is None
+    (entry,) = parse_feed(body, url="https://example.org/feed", now=NOW).entries
+    assert entry.title.startswith("a")

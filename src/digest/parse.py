@@ -17,6 +17,7 @@ import json
 import re
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -25,7 +26,10 @@ from urllib.parse import urljoin, urlsplit
 
 import feedparser
 import nh3
-from feedparser.urls import make_safe_absolute_uri
+from feedparser.datetimes import _parse_date
+from feedparser.encodings import convert_to_utf8
+from feedparser.html import _cp1252
+from feedparser.urls import _urljoin, make_safe_absolute_uri
 
 
 class ParseError(Exception):
@@ -386,7 +390,7 @@ def _parse_xml(
 ) -> ParsedFeed:
     parsed = None
     if _base_is_unused(body, texts, url, headers):
-        parsed = _feedparser(body, headers)
+        parsed = _plain_rss(body, headers) or _feedparser(body, headers)
         if not _resolved_alike(parsed, url):
             parsed = None
     if parsed is None:
@@ -431,6 +435,156 @@ def _feedparser(body: bytes, headers: dict[str, str]) -> Any:
         sanitize_html=False,
         resolve_relative_uris=False,
     )
+
+
+# --- plain RSS 2.0 without feedparser -----------------------------------------------------------
+
+# Children that _plain_rss reads or that feedparser keeps where we never look. Anything else
+# (author, source, image, extension elements...) is left to feedparser.
+_RSS_CHANNEL = frozenset(
+    {"title", "link", "description", "language", "copyright", "lastBuildDate", "pubDate",
+     "generator", "docs", "ttl", "category"}
+)  # fmt: skip
+_RSS_ITEM = frozenset({"title", "link", "description", "guid", "pubDate", "category", "comments"})
+_RSS_ATTRIBUTES = {"category": {"domain"}, "guid": {"isPermaLink"}}
+_ATOM = "http://www.w3.org/2005/Atom"
+_SELF_LINK = {"href", "rel", "type"}
+# Namespaces declared by most blogs: feedparser reads nothing of them that we use, as long as
+# no element in them appears but the self link. (Declaring Atom on the root makes feedparser
+# take the feed for Atom only until <rss version="2.0"> sets it right.) Any other namespace
+# may change how feedparser reads the feed, e.g. RSS 1.0's makes it keep "rss10".
+_RSS_NAMESPACES = frozenset({"http://purl.org/dc/elements/1.1/", _ATOM})
+
+
+def _plain_rss(body: bytes, headers: dict[str, str]) -> Any:
+    """What feedparser gives for RSS 2.0 of the plain, common shape; None for anything else.
+
+    On a 57 KB feed feedparser takes about 7 ms of CPU, this about 1 ms. Everything unusual
+    (another encoding, a DOCTYPE, a malformed document, an element or attribute not listed
+    above) goes to feedparser. Call it only where feedparser would have no base URI
+    (_base_is_unused): links and ids are then taken as written.
+    """
+    if "content-encoding" in headers:
+        return None
+    status: dict[str, Any] = {}
+    data = convert_to_utf8(dict(headers), body, status)
+    if status.get("encoding") != "utf-8" or status.get("bozo") or b"<!DOCTYPE" in data:
+        return None
+    try:
+        parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(("start-ns", "start"))
+        parser.feed(data)
+        root: ET.Element | None = None
+        for event in parser.read_events():
+            value = event[-1]
+            if isinstance(value, tuple) and value[1] not in _RSS_NAMESPACES:
+                return None
+            if isinstance(value, ET.Element) and root is None:
+                root = value
+        parser.close()
+    except ET.ParseError:
+        return None  # feedparser's lenient parser reads more than ElementTree does
+    if root is None or root.tag != "rss" or root.attrib != {"version": "2.0"} or len(root) != 1:
+        return None
+    channel = root[0]
+    if channel.tag != "channel" or channel.attrib or not _only_space(root, channel):
+        return None
+    feed: dict[str, Any] = {}
+    entries = []
+    seen: set[str] = set()
+    for child in channel:
+        if child.tag == "item":
+            entry = _plain_rss_item(child)
+            if entry is None:
+                return None
+            entries.append(entry)
+        elif child.tag == f"{{{_ATOM}}}link":
+            # A self link: feedparser lists it among the feed's links but never as its link.
+            attributes = child.attrib
+            if attributes.get("rel") != "self" or "href" not in attributes or len(child):
+                return None
+            if not attributes.keys() <= _SELF_LINK:
+                return None
+        elif not _plain_leaf(child, _RSS_CHANNEL, seen):
+            return None
+        elif child.tag == "title":
+            feed["title_detail"] = _fp_detail("text/plain", _fp_pop(child.text))
+        elif child.tag == "link":
+            feed["link"] = _repair_query(_fp_pop(child.text, uri=True))
+    # Plain dicts inside: for the keys we read, FeedParserDict.get would answer the same.
+    return feedparser.FeedParserDict(version="rss20", feed=feed, entries=entries)
+
+
+def _plain_rss_item(item: ET.Element) -> dict[str, Any] | None:
+    if item.attrib or not _only_space(item):
+        return None
+    entry: dict[str, Any] = {}
+    seen: set[str] = set()
+    for child in item:
+        if not _plain_leaf(child, _RSS_ITEM, seen):
+            return None
+        if child.tag == "title":
+            entry["title_detail"] = _fp_detail("text/plain", _fp_pop(child.text))
+        elif child.tag == "description":
+            entry["summary_detail"] = _fp_detail("text/html", _fp_pop(child.text))
+        elif child.tag == "link":
+            entry["link"] = _repair_query(_fp_pop(child.text, uri=True).replace("&amp;", "&"))
+        elif child.tag == "guid":
+            # feedparser compares the value as written: "TRUE" is not a permalink.
+            is_link = child.get("isPermaLink", "true") == "true"
+            entry["id"] = _fp_pop(child.text, uri=is_link)
+            if is_link:
+                entry.setdefault("link", entry["id"])  # an earlier or later <link> wins
+        elif child.tag == "pubDate":
+            entry["published"] = _fp_pop(child.text)
+            entry["published_parsed"] = _parse_date(entry["published"])
+    return entry
+
+
+_QUERY_AMPERSAND = re.compile("&([A-Za-z0-9_]+);")
+
+
+def _repair_query(link: str) -> str:
+    """feedparser's repair of query strings it takes for unknown entities ("?a=1&b;=2")."""
+    return _QUERY_AMPERSAND.sub(r"&\g<1>", link) if "&" in link else link
+
+
+def _plain_leaf(element: ET.Element, names: frozenset[str], seen: set[str]) -> bool:
+    """Whether element is one of names, holds only text and has only its expected attributes.
+
+    Only categories may repeat: which of two titles feedparser keeps depends on its state.
+    """
+    tag = str(element.tag)
+    if tag in seen and tag != "category":
+        return False
+    seen.add(tag)
+    return (
+        tag in names
+        and not len(element)
+        and element.attrib.keys() <= _RSS_ATTRIBUTES.get(tag, set())
+    )
+
+
+def _only_space(*elements: ET.Element) -> bool:
+    return all(
+        not (e.text or "").strip() and all(not (c.tail or "").strip() for c in e) for e in elements
+    )
+
+
+def _fp_pop(text: str | None, *, uri: bool = False) -> str:
+    """An element's text as feedparser's pop() leaves it, with no base URI."""
+    value = (text or "").strip()
+    if uri and value:
+        value = _urljoin("", value)
+    if value.isascii():
+        return value  # the two repairs below change only other characters, and cost a copy each
+    # feedparser undoes UTF-8 read as Latin-1, then maps C1 controls as cp1252.
+    with contextlib.suppress(UnicodeError):
+        value = value.encode("iso-8859-1").decode("utf-8")
+    return str(value.translate(_cp1252))
+
+
+def _fp_detail(kind: str, value: str) -> dict[str, Any]:
+    return {"type": kind, "language": None, "base": "", "value": value}
 
 
 def _base_is_unused(body: bytes, texts: list[str], url: str, headers: Mapping[str, str]) -> bool:
