@@ -480,6 +480,27 @@ def test_newsboat_reload_gets_304_once_it_has_the_validators(
         assert db.execute("SELECT count(*) FROM rss_item").fetchone() == (3,)
 
 
+def test_the_reader_library_gets_304_on_its_second_update(
+    site: tuple[Path, Served], tmp_path: Path
+) -> None:
+    from reader import make_reader  # lemon24/reader: a feed reader library, as a subscriber
+
+    _, served = site
+    url = f"{served.http_base}/links/feed.xml"
+    start = len(served.log_text())
+    subscriber = make_reader(str(tmp_path / "reader.sqlite"))
+    try:
+        subscriber.add_feed(url)
+        subscriber.update_feeds(scheduled=False)
+        titles = {entry.title for entry in subscriber.get_entries()}
+        subscriber.update_feeds(scheduled=False)
+    finally:
+        subscriber.close()
+    lines = wait_for_log(served, r'"GET /links/feed\.xml HTTP/1\.1" \d{3}', 2, start)
+    assert [line.split('HTTP/1.1" ')[1][:3] for line in lines] == ["200", "304"], lines
+    assert titles and all(title and title.startswith("Links ") for title in titles)
+
+
 # --- Gemini -----------------------------------------------------------------------------------
 
 
