@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy.exc import StatementError
 
 from digest.config import FeedSettings
 from digest.store import (
@@ -16,6 +17,7 @@ from digest.store import (
     FeedRow,
     FeedUpdate,
     Store,
+    _canonical_url_full,
     apply_feed_update,
     canonical_url,
     claim_feeds,
@@ -56,6 +58,54 @@ def test_canonical_url_keeps_different_stories_apart(a: str, b: str) -> None:
     assert canonical_url(a) != canonical_url(b)
 
 
+def _joined(*pieces: str) -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(pieces), max_size=8).map("".join)
+
+
+# Pieces of feed links: plain ones take the fast path, odd ones must be refused by it.
+_PLAIN_HOSTS = _joined("www.", "WWW.", "Ex", "ample", ".com", ".", "-", "_")
+_ODD_HOSTS = _joined("Ex", ".com", ":", "443", "80", "%", "@", "[", "]", "é", " ", "\x00")
+_PLAIN_PATHS = _joined("/", "//", "a", "..", "%20", ";", "~", "\\")
+_ODD_PATHS = _joined("/", "a", "?", "#", "&", "=", "utm_x", "fbclid", "é", " ", "\t", "\n")
+
+
+@given(
+    st.builds("{}://{}{}".format, st.sampled_from(["http", "https"]), _PLAIN_HOSTS, _PLAIN_PATHS)
+    | st.builds(
+        "{}://{}{}{}".format,
+        st.sampled_from(["http", "https", "HTTPS", "gemini", "", "http:"]),
+        _PLAIN_HOSTS | _ODD_HOSTS,
+        _PLAIN_PATHS | _ODD_PATHS,
+        st.sampled_from(["", " ", "\n"]),
+    )
+    | st.text(max_size=30)
+)
+@settings(max_examples=2000)
+def test_canonical_url_fast_path_agrees_with_the_full_path(url: str) -> None:
+    try:
+        full: str | None = _canonical_url_full(url.strip())
+    except ValueError:  # urlsplit refuses some netlocs ("[", non-NFKC): so must canonical_url
+        with pytest.raises(ValueError):
+            canonical_url(url)
+        return
+    assert canonical_url(url) == (full if url else None)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://blog.example.com/2025/03/28/story/",
+        "http://WWW.Example.COM",
+        "https://www./x",
+        "https://www.//x",
+        "https://example.com//x//",
+        "http://a_b.example-1.org/~me/%20x;y",
+    ],
+)
+def test_canonical_url_fast_path_examples(url: str) -> None:
+    assert canonical_url(url) == _canonical_url_full(url)
+
+
 def test_plan_entry_changes_is_a_pure_decision() -> None:
     old = make_entry("Old story")
     edited = make_entry("Edited story", link="https://example.net/edited")
@@ -94,6 +144,27 @@ def test_store_entries_once_and_updates_changed_ones(store: Store) -> None:
     assert row.title == "A story, corrected"
     assert row.first_seen_at == NOW  # an update does not move the entry in time
     assert row.published_at == NOW  # no date in the feed: first-seen time
+
+
+def test_each_row_keeps_its_own_times_and_naive_ones_are_refused(store: Store) -> None:
+    """Datetime binds are remembered by identity: one `now` repeated, others still distinct."""
+    fid = feed_id(store)
+    dated = make_entry("Dated", published=NOW - timedelta(days=1))
+    with store.writing() as session:
+        store_entries(session, fid, [make_entry("Undated"), dated], NOW)
+    with pytest.raises(StatementError, match="naive datetime"), store.writing() as session:
+        store_entries(session, fid, [make_entry("Naive")], NOW.replace(tzinfo=None))
+    later = NOW + timedelta(minutes=5)
+    with store.writing() as session:
+        store_entries(session, fid, [make_entry("Later")], later)
+    with store.reading() as session:
+        rows = session.execute(select(EntryRow.title, EntryRow.published_at, EntryRow.updated_at))
+        times = {title: (published, updated) for title, published, updated in rows}
+    assert times == {
+        "Undated": (NOW, NOW),
+        "Dated": (NOW - timedelta(days=1), NOW),
+        "Later": (later, later),
+    }
 
 
 def test_very_long_ids_are_hashed_to_fit_the_index(store: Store) -> None:
