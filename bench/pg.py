@@ -1,29 +1,24 @@
 """The tests' throwaway PostgreSQL server, for benchmarks.
 
 tests.pg skips through pytest when PostgreSQL is missing; outside pytest a benchmark should
-say what is missing and stop instead, so the programs are looked up here first.
+say what is missing and stop instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from typing import NoReturn
 
-from tests.pg import PostgresServer, postgres_program
+from tests.pg import PostgresServer, postgres_server
 
 
-@contextmanager
-def postgres() -> Iterator[PostgresServer]:
+def _stop(what: str) -> NoReturn:
+    raise SystemExit(f"{what} is not installed: run .ci/system-deps.sh")
+
+
+def postgres() -> AbstractContextManager[PostgresServer]:
     """A running server (fsync off, 127.0.0.1 only) for the length of the block."""
-    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        raise SystemExit("PostgreSQL (initdb, pg_ctl) is not installed: run .ci/system-deps.sh")
-    server = PostgresServer(initdb, pg_ctl)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    return postgres_server(missing=_stop)
 
 
 def postmaster_pid(server: PostgresServer) -> int:

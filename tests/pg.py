@@ -15,9 +15,10 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 from psycopg import sql
@@ -144,11 +145,14 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A running server for the session; skips without PostgreSQL (fails in CI)."""
+def postgres_server(
+    missing: Callable[[str], NoReturn] = tool_missing,
+) -> Iterator[PostgresServer]:
+    """A running server for the session; without PostgreSQL, `missing` says so (the tests'
+    default skips, and fails in CI)."""
     initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
     if initdb is None or pg_ctl is None:
-        tool_missing("PostgreSQL (initdb, pg_ctl)")
+        missing("PostgreSQL (initdb, pg_ctl)")
     server = PostgresServer(initdb, pg_ctl)
     try:
         server.start()

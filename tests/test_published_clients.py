@@ -25,7 +25,7 @@ import pytest
 from digest.editions import Edition, EditionItem, EditionSection
 from digest.render import SiteContent, StreamContent, clean_text, render_site, safe_url
 from tests.test_render import sample_content
-from tests.validators import require_tool
+from tests.validators import newsboat_reload, require_tool
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -57,21 +57,9 @@ def content_at(base_url: str) -> SiteContent:
 # --- newsboat ---------------------------------------------------------------------------
 
 
-def newsboat_reload(home: Path, feeds: list[str]) -> dict[str, list[tuple[str, str, str, str]]]:
+def newsboat_items(home: Path, feeds: list[str]) -> dict[str, list[tuple[str, str, str, str]]]:
     """Run `newsboat -x reload` on the feeds; the cache's items per feed URL."""
-    newsboat = require_tool("newsboat")
-    (home / "urls").write_text("".join(f"{url}\n" for url in feeds))
-    (home / "config").write_text("")
-    result = subprocess.run(
-        [newsboat, "-x", "reload", "-u", "urls", "-c", "cache.db", "-C", "config"],
-        cwd=home,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    newsboat_reload(home, feeds)
     with sqlite3.connect(home / "cache.db") as db:
         rows = db.execute(
             "SELECT feedurl, guid, title, url, content FROM rss_item ORDER BY pubDate DESC"
@@ -92,7 +80,7 @@ def test_newsboat_reads_every_edition_and_keeps_ids_stable(
     home.mkdir()
     feeds = [url + "links/feed.xml", url + "gemini-links/feed.xml", url + "feed.xml"]
 
-    items = newsboat_reload(home, feeds)
+    items = newsboat_items(home, feeds)
 
     for stream in content.streams:
         got = items[f"{url}{stream.name}/feed.xml"]
@@ -126,7 +114,7 @@ def test_newsboat_reads_every_edition_and_keeps_ids_stable(
         streams=[StreamContent("links", "Links", links.summary, [new, *links.editions]), gemini],
     )
     render_site(later, root, only=[new])
-    again = newsboat_reload(home, feeds)
+    again = newsboat_items(home, feeds)
     assert len(again[url + "links/feed.xml"]) == len(links.editions) + 1
     assert again[url + "links/feed.xml"][0][:3] == (
         f"{url}links/2025/06/03/1.html",

@@ -29,7 +29,7 @@ from digest.render import render_site
 from digest.serve import Redirect, ensure_certificate, parse_listen, resolve_path, serve
 from tests.gemini_servers import make_certificate
 from tests.test_render import sample_content
-from tests.validators import check_gemtext, require_tool
+from tests.validators import check_gemtext, newsboat_reload, require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "top secret, outside the site"
@@ -445,30 +445,15 @@ def test_http_double_slash_is_no_open_redirect(site: tuple[Path, Served]) -> Non
 def test_newsboat_reload_gets_304_once_it_has_the_validators(
     site: tuple[Path, Served], tmp_path: Path
 ) -> None:
-    newsboat = require_tool("newsboat")
     _, served = site
     url = f"{served.http_base}/links/feed.xml"
-    (tmp_path / "urls").write_text(url + "\n")
-    (tmp_path / "config").write_text("")
     start = len(served.log_text())
-
-    def reload() -> None:
-        result = subprocess.run(
-            [newsboat, "-x", "reload", "-u", "urls", "-c", "cache.db", "-C", "config"],
-            cwd=tmp_path,
-            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
 
     # newsboat 2.21 stores a new feed's ETag and Last-Modified before it inserts the feed's
     # row, so the first reload's validators are lost (its debug log shows the UPDATE ahead of
     # the INSERT): the second reload fetches in full and keeps them, the third asks with them.
     for _ in range(3):
-        reload()
+        newsboat_reload(tmp_path, [url])
     pattern = r'"GET /links/feed\.xml HTTP/1\.1" \d{3} .*newsboat'
     lines = wait_for_log(served, pattern, 3, start)
     statuses = [line.split('HTTP/1.1" ')[1][:3] for line in lines]

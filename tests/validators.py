@@ -185,3 +185,21 @@ def run_vnu(paths: Iterable[Path]) -> None:
         check=False,
     )
     assert result.returncode == 0, f"vnu found errors:\n{result.stderr}{result.stdout}"
+
+
+def newsboat_reload(home: Path, feeds: Sequence[str]) -> Path:
+    """One `newsboat -x reload` of `feeds` with its files in `home`; returns its cache file."""
+    newsboat = require_tool("newsboat")
+    (home / "urls").write_text("".join(f"{url}\n" for url in feeds))
+    (home / "config").write_text("")
+    result = subprocess.run(
+        [newsboat, "-x", "reload", "-u", "urls", "-c", "cache.db", "-C", "config"],
+        cwd=home,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return home / "cache.db"
