@@ -50,19 +50,20 @@ def publishing(
 def build(store: Store, settings: Settings, at: datetime | None = None) -> list[Edition]:
     """Close one edition per stream that has enough new entries; each in its own transaction."""
     at = at or datetime.now(UTC)
-    closed = []
-    for name, stream in settings.streams.items():
-        try:
-            with store.writing() as session:
-                edition = close_edition(session, name, stream, settings.site.zone, at)
-        except IntegrityError:
-            # Another node closed this edition (or took these entries) first: the unique keys
-            # keep it exactly-once, and what it closed is theirs to publish.
-            log.info("stream %s: another process closed this edition first", name)
-            continue
-        if edition is not None:
-            closed.append(edition)
-    return closed
+    closed = (close_stream(store, settings, name, at) for name in settings.streams)
+    return [edition for edition in closed if edition is not None]
+
+
+def close_stream(store: Store, settings: Settings, name: str, at: datetime) -> Edition | None:
+    """Close the stream's next edition in a transaction of its own (None: nothing to close)."""
+    try:
+        with store.writing() as session:
+            return close_edition(session, name, settings.streams[name], settings.site.zone, at)
+    except IntegrityError:
+        # Another node closed this edition (or took these entries) first: the unique keys
+        # keep it exactly-once, and what it closed is theirs to publish.
+        log.info("stream %s: another process closed this edition first", name)
+        return None
 
 
 def site_content(

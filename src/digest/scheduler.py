@@ -31,14 +31,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from digest.config import Config, ConfigError, Settings, load_config, parse_duration
-from digest.editions import close_edition
 from digest.leader import PublisherRole
 from digest.locks import LockBusy, locked_database, running_daemon
 from digest.poll import Poller, PollSummary, worker_id
-from digest.publish import publishing, render
+from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
 from digest.store import EditionRow, Store, feed_health, heartbeat, live_workers, sync_feeds
 
@@ -348,17 +347,11 @@ class Daemon:
 
     def _close(self, name: str, at: datetime | None = None) -> None:
         settings = self.config.settings
-        stream = settings.streams.get(name)
-        if stream is None or self.stopping.is_set() or not self._publishes():
+        if name not in settings.streams or self.stopping.is_set() or not self._publishes():
             return
         with publishing(settings, cancel=self.stopping):
             at = at or datetime.now(UTC)
-            try:
-                with self.store.writing() as session:
-                    edition = close_edition(session, name, stream, settings.site.zone, at)
-            except IntegrityError:
-                log.info("stream %s: another process closed this edition first", name)
-                return
+            edition = close_stream(self.store, settings, name, at)
             self.closings.record(name, at)
             if edition is None:
                 log.info("stream %s: nothing new to close", name)
