@@ -22,7 +22,9 @@ import logging
 import mimetypes
 import os
 import re
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -353,6 +355,19 @@ def serve(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     reactor = AsyncioSelectorReactor(loop)
+    # Our own stop handlers from the start: a signal before the reactor runs is remembered
+    # and honoured once it does, so a SIGTERM just after the "listening" lines still ends in
+    # a clean exit 0, not the default kill. (twisted keeps a SIGINT handler it finds in place.)
+    stop_asked = threading.Event()
+
+    def on_stop_signal(_signum: int, _frame: object) -> None:
+        if reactor.running:
+            reactor.callFromThread(reactor.stop)  # type: ignore[no-untyped-call]
+        else:
+            stop_asked.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_stop_signal)
     # Raises ReactorAlreadyInstalledError when a reactor is in place: serve runs once a process.
     installReactor(reactor)  # type: ignore[no-untyped-call]
     runner: web.AppRunner | None = None
@@ -367,6 +382,9 @@ def serve(
             reactor.addSystemEventTrigger(
                 "before", "shutdown", lambda: Deferred.fromFuture(loop.create_task(cleanup()))
             )
+        reactor.callWhenRunning(
+            lambda: reactor.stop() if stop_asked.is_set() else None  # type: ignore[no-untyped-call]
+        )
         log.info("serving %s; SIGINT or SIGTERM stops", output_dir)
         reactor.run()  # type: ignore[no-untyped-call]
         runner = None  # the shutdown trigger cleaned it up
