@@ -4,7 +4,10 @@
 
 One feed server process; each system runs in its own process (so peak memory is per system)
 and polls every feed cold, warm (all 304) and warm without validators (same bytes). Prints
-feeds per second, ratios and peak memory, then the targets. Always exits 0: it is a report.
+feeds per second, ratios and peak memory, then the targets: as issue 3 states them, and
+scaled by how this machine's floor compares with the floor the issue measured (a machine
+that runs feedparser at half the issue's speed gets half its cold target). Always exits 0:
+it is a report.
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ EXPECTED_STATUS = {"cold": "200", "warm": "304", "same": "200"}
 # Feeds per second each phase must reach, and the memory ceiling (issue 3).
 TARGET_RATES = {"cold": 200.0, "warm": 3000.0, "same": 2000.0}
 TARGET_PEAK_MB = 300.0
+# The floor each target was set against, as issue 3 measured it on its own machine. A machine
+# whose floor differs moves every poller with it, so each target is also shown scaled by
+# floor here / floor there: CPU-bound cold polls follow the parse floor, the others the fetch
+# floor.
+REFERENCE_FLOORS = {
+    "cold": ("floor-feedparser", 125.0),
+    "warm": ("floor-fetch", 5000.0),
+    "same": ("floor-fetch", 4000.0),
+}
 SAMPLE_SECONDS = 0.05
 PSS_EVERY = 10  # samples
 
@@ -201,6 +213,19 @@ def report(console: Console, feeds: int, results: dict[str, Measured]) -> None:
     targets.add_column("result")
     for phase, rate in TARGET_RATES.items():
         _target_row(targets, f"{COLUMNS[phase]} ≥ {rate:,.0f} feeds/s", digest.rates[phase], rate)
+    for phase, rate in TARGET_RATES.items():
+        floor_name, reference = REFERENCE_FLOORS[phase]
+        floor = results.get(floor_name)
+        if floor is None:
+            continue
+        scale = floor.rates[phase] / reference
+        _target_row(
+            targets,
+            f"{COLUMNS[phase]} ≥ {rate * scale:,.0f} feeds/s (scaled: {ROWS[floor_name]} "
+            f"{floor.rates[phase]:,.0f} here, {reference:,.0f} in the issue)",
+            digest.rates[phase],
+            rate * scale,
+        )
     targets.add_row(
         f"peak memory < {TARGET_PEAK_MB:.0f} MB",
         f"{digest.peak_mb:,.0f} MB",

@@ -129,7 +129,8 @@ class Poller:
         self.limits = fetch_limits(fetch_settings)
         self.worker = worker_id()
         self.lease = lease_length(fetch_settings.timeout)
-        self.batch = max(2 * fetch_settings.concurrency, 50)
+        # Claimed per round: enough that the fetch slots never sit idle waiting for a claim.
+        self.batch = max(4 * fetch_settings.concurrency, 50)
 
     def run(self, *, every: bool = False, progress: ProgressCallback | None = None) -> PollSummary:
         return asyncio.run(self.poll(every=every, progress=progress))
