@@ -15,9 +15,21 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import Dialect, bindparam, func, select, text, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Dialect,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from digest.config import FeedSettings
 from digest.parse import ParsedEntry
@@ -268,7 +280,6 @@ def apply_feed_updates(session: Session, changes: Sequence[tuple[int, FeedUpdate
     Core, not the ORM: the ORM-enabled UPDATE rebuilt and re-coerced its statement for every
     feed (about a millisecond each), which capped a warm poll near 1,000 feeds per second.
     """
-    table = Base.metadata.tables[FeedRow.__tablename__]
     shapes: dict[tuple[bool, tuple[str, ...]], list[dict[str, Any]]] = {}
     for feed_id, change in changes:
         values = _feed_values(change)
@@ -276,15 +287,26 @@ def apply_feed_updates(session: Session, changes: Sequence[tuple[int, FeedUpdate
         shapes.setdefault(shape, []).append(
             {"b_id": feed_id, **{f"b_{key}": value for key, value in values.items()}}
         )
+    connection = session.connection()
     for (ok, keys), rows in shapes.items():
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values({key: bindparam(f"b_{key}") for key in keys})
-        )
-        if not ok:
-            statement = statement.values(failures=table.c.failures + 1)
-        session.execute(statement, rows)
+        _feed_update(connection.dialect, ok, keys).execute_many(connection, rows)
+
+
+_FEEDS = Base.metadata.tables[FeedRow.__tablename__]
+
+
+@functools.lru_cache(maxsize=64)  # a handful of shapes: failed or not, new URL, new title...
+def _feed_update(dialect: Dialect, ok: bool, keys: tuple[str, ...]) -> _DriverStatement:
+    statement = (
+        update(_FEEDS)
+        .where(_FEEDS.c.id == bindparam("b_id"))
+        .values({key: bindparam(f"b_{key}") for key in keys})
+    )
+    if not ok:
+        # A literal, not a bound 1: the driver gets only the rows' own parameters.
+        statement = statement.values(failures=_FEEDS.c.failures + literal_column("1"))
+    binds = {"b_id": _FEEDS.c.id} | {f"b_{key}": _FEEDS.c[key] for key in keys}
+    return _DriverStatement.compile(statement, dialect, binds)
 
 
 def _feed_values(change: FeedUpdate) -> dict[str, Any]:
@@ -357,44 +379,57 @@ _NEW_ENTRY_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class _DriverInsert:
-    """The new-entry INSERT compiled once for a dialect, for the driver's own executemany.
+class _DriverStatement:
+    """A statement compiled once per dialect, run with the driver's own executemany.
 
-    A cold poll inserts fifty rows per feed; SQLAlchemy's per-row parameter handling in an
-    executemany cost more than SQLite's work on them. The columns' own bind processors still
-    convert each value, so what is stored is what the ORM would store.
+    Polls write many rows per transaction (fifty entries per new feed, a row per polled
+    feed); SQLAlchemy's per-row parameter handling in an executemany cost more than the
+    database's work on them. The columns' own bind processors still convert each value, so
+    what is stored is what the ORM would store.
     """
 
     sql: str
     positions: tuple[str, ...] | None  # parameter order for positional styles (qmark, format)
     processors: Mapping[str, Callable[[Any], Any]]
 
-    def parameters(self, row: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-        """The driver's parameters for one row of _entry_values (converted in place)."""
-        for name, process in self.processors.items():
-            row[name] = process(row[name])
-        return row if self.positions is None else tuple(map(row.__getitem__, self.positions))
+    @classmethod
+    def compile(
+        cls, statement: ClauseElement, dialect: Dialect, binds: Mapping[str, Column[Any]]
+    ) -> _DriverStatement:
+        """`binds` names each parameter and the column whose type converts its values."""
+        compiled = statement.compile(dialect=dialect, column_keys=list(binds), for_executemany=True)
+        assert isinstance(compiled, SQLCompiler)
+        processors = {
+            name: process
+            for name, column in binds.items()
+            if (process := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+        positions = tuple(compiled.positiontup) if compiled.positiontup else None
+        return cls(compiled.string, positions, processors)
+
+    def execute_many(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
+        """Run once per row; each row dict is converted in place."""
+        parameters: list[Any] = []
+        for row in rows:
+            for name, process in self.processors.items():
+                row[name] = process(row[name])
+            parameters.append(
+                row if self.positions is None else tuple(map(row.__getitem__, self.positions))
+            )
+        if parameters:
+            connection.exec_driver_sql(self.sql, parameters)
 
 
 @functools.cache
-def _driver_insert(dialect: Dialect) -> _DriverInsert:
-    on_postgresql = dialect.name == "postgresql"
-    insert = postgresql.insert if on_postgresql else sqlite.insert
+def _new_entry_insert(dialect: Dialect) -> _DriverStatement:
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     # Another poller may have stored the same entry meanwhile: then theirs stands.
     statement = insert(_ENTRIES).on_conflict_do_nothing(
         index_elements=[_ENTRIES.c.feed_id, _ENTRIES.c.key]
     )
-    compiled = statement.compile(
-        dialect=dialect, column_keys=list(_NEW_ENTRY_COLUMNS), for_executemany=True
+    return _DriverStatement.compile(
+        statement, dialect, {name: _ENTRIES.c[name] for name in _NEW_ENTRY_COLUMNS}
     )
-    processors = {
-        name: process
-        for name in _NEW_ENTRY_COLUMNS
-        if (process := _ENTRIES.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-        is not None
-    }
-    positions = tuple(compiled.positiontup) if compiled.positiontup else None
-    return _DriverInsert(compiled.string, positions, processors)
 
 
 def store_entries(
@@ -408,10 +443,10 @@ def store_entries(
     changes = plan_entry_changes(stored, entries)
     if changes.new:
         connection = session.connection()
-        insert = _driver_insert(connection.dialect)
-        rows = [insert.parameters(_entry_values(feed_id, entry, now)) for entry in changes.new]
+        insert = _new_entry_insert(connection.dialect)
+        rows = [_entry_values(feed_id, entry, now) for entry in changes.new]
         for chunk in _chunks(rows, 200):
-            connection.exec_driver_sql(insert.sql, list(chunk))
+            insert.execute_many(connection, chunk)
     for entry in changes.changed:
         values = _entry_values(feed_id, entry, now)
         # first_seen_at stays, so the entry keeps its place; an undated entry keeps its date.
