@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import StatementError
 
 from digest.config import FeedSettings
@@ -26,6 +27,7 @@ from digest.store import (
     store_entries,
     sync_feeds,
 )
+from digest.store.models import UTCDateTime
 from tests.conftest import add_feeds, make_entry
 
 NOW = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
@@ -204,6 +206,15 @@ def test_entries_stored_in_bulk_compare_like_entries_stored_by_the_orm(store: St
     assert sorted(same_time) == ["Bulk", "ORM"]
     assert seen_now == ["Bulk", "ORM"]
     assert sorted(later) == ["Bulk", "ORM"]
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_sqlite_times_are_written_in_sqlalchemys_own_format(moment: datetime) -> None:
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().bind_processor(dialect)
+    theirs = sqlite.DATETIME().bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
 
 
 def test_very_long_ids_are_hashed_to_fit_the_index(store: Store) -> None:
