@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -634,6 +635,44 @@ def test_html_to_text_output_is_clean_for_any_input(text: str) -> None:
 @given(st.text())
 def test_escaped_text_round_trips_decoding_each_entity_once(text: str) -> None:
     assert html_to_text(html.escape(text)) == clean_text(text)
+
+
+URL_BASES = st.sampled_from(
+    [
+        "http://127.0.0.1:9000/feed/1.xml",
+        "https://example.com/a/b/?q=1#top",
+        "https://example.com",
+        "http://[::1]:8080/x;p?q",
+        "gemini://capsule.example/gemlog/",
+        "file:///srv/feeds/a.xml",
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(st.from_regex(parse._PLAIN_ABSOLUTE_URL, fullmatch=True), URL_BASES)
+def test_plain_absolute_urls_are_what_urljoin_gives_back(url: str, base: str) -> None:
+    """The fast path in absolute_url and _resolves_to_itself skips urljoin only for URLs it
+    would hand back unchanged, with a host: the slow path's own conditions."""
+    assert urljoin(base, url) == url
+    assert urlsplit(url).hostname
+    assert parse.absolute_url(url, base) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/a?",  # urljoin drops an empty query...
+        "http://example.com/a#",  # ...and an empty fragment
+        "http://example.com/a;",  # ...and empty params
+        "HTTP://example.com/a",  # urlsplit lowers the scheme
+        "http://example.com/a b",  # spaces are percent-encoded by the slow path
+        "http://exämple.com/",
+        "http://[::1]/",
+    ],
+)
+def test_urls_urljoin_would_change_take_the_slow_path(url: str) -> None:
+    assert parse._PLAIN_ABSOLUTE_URL.fullmatch(url) is None
 
 
 TAG_NAMES = st.sampled_from(["b", "i", "p", "a", "script", "img", "div", "span", "svg", "x-y"])
