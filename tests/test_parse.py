@@ -675,6 +675,35 @@ def test_urls_urljoin_would_change_take_the_slow_path(url: str) -> None:
     assert parse._PLAIN_ABSOLUTE_URL.fullmatch(url) is None
 
 
+HTML_PIECES = st.one_of(
+    st.sampled_from(
+        [
+            "<p>", "</p>", "<br>", "<br/>", "<b>", "</b>", "<i>", "</i>", "<div>", "</div>",
+            "<li>", "<ul>", "</ul>", "<table>", "<tr>", "<td>", "</td>", "</table>", "<pre>\n",
+            "</pre>", "<section>", "<address>", "<h2>", "<script>x<p>y</p>", "</script>",
+            "<style>p{}", "</style>", "<textarea>", "</textarea>", "<xmp>", "</xmp>",
+            "<svg><text>", "</svg>", "<math>", "<template>", "<noscript>", "<title>",
+            "<!-- c -->", "<!--", "-->", "<![CDATA[c]]>", "<?pi?>", "<!doctype html>",
+            '<a href="javascript:x()" title="a>b">', '<a href="/rel">', "</a>",
+            "<img alt='a<b' src=x>", '<abbr title="&quot;>">', "<p class=\"x\">", "</br>",
+            "&amp;", "&lt;", "&gt;", "&nbsp;", "&quot;", "&#39;", "&#x26;", "&#0;", "&#128;",
+            "&#x110000;", "&amp", "&copy", "&notit;", "&unknown;", "&", "<", ">", "\"", "'",
+            " ", "\n", "\t", "\r", "\x0b", "\x00", "\x85", "\u200f", "\u2028", "\ufeff",
+        ]
+    ),
+    st.text(max_size=6),
+)  # fmt: skip
+
+
+@settings(max_examples=500)
+@given(st.lists(HTML_PIECES, max_size=14).map("".join))
+def test_text_of_clean_html_is_html_to_text_of_the_fragment(fragment: str) -> None:
+    """The blurb of an RSS item comes from its cleaned content when both are one fragment."""
+    cleaned = parse.clean_html(fragment, "https://example.com/feed")
+
+    assert parse.text_of_clean_html(cleaned) == html_to_text(fragment)
+
+
 TAG_NAMES = st.sampled_from(["b", "i", "p", "a", "script", "img", "div", "span", "svg", "x-y"])
 CHUNKS = st.text(st.characters(blacklist_characters="<"), max_size=20)
 

@@ -118,6 +118,26 @@ def html_to_text(fragment: str) -> str:
     return clean_text(html.unescape(_TAG.sub(" ", kept)))
 
 
+# A tag as html5ever serializes it: attribute values are always double-quoted, with '"' escaped.
+_SERIALIZED_TAG = re.compile(r'<(/?)([A-Za-z][^\s/>]*)(?:[^>"]|"[^"]*")*>')
+
+
+def _tag_as_text(tag: re.Match[str]) -> str:
+    return " " if tag.group(2).lower() in _BREAK_TAGS else ""
+
+
+def text_of_clean_html(cleaned: str | None) -> str:
+    """html_to_text of the fragment clean_html turned into `cleaned`, without parsing it again.
+
+    clean_html's output is html5ever's serialization of the same parse the text cleaner
+    makes, keeping every break tag and more: so break tags become spaces, the others vanish,
+    and each entity is decoded once. Proven equal to html_to_text in tests/test_parse.py.
+    """
+    if not cleaned:
+        return ""
+    return clean_text(html.unescape(_SERIALIZED_TAG.sub(_tag_as_text, cleaned)))
+
+
 def _shorten(text: str, words: int | None, chars: int) -> str:
     """The first words of text (at most chars long), ending with '…' when cut."""
     parts = text.split(" ")
@@ -174,7 +194,8 @@ def absolute_url(raw: str | None, base: str) -> str | None:
     return absolute
 
 
-_CONTENT_TAGS = set(nh3.ALLOWED_TAGS)
+# Every tag the plain text breaks words at stays in content too (see text_of_clean_html).
+_CONTENT_TAGS = set(nh3.ALLOWED_TAGS) | _BREAK_TAGS
 _CONTENT_ATTRIBUTES = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()} | {
     "*": {"lang", "title"}
 }
@@ -651,12 +672,16 @@ def _fp_text(detail: Mapping[str, Any] | None, declared: bool) -> str:
     return html_to_text(value)
 
 
+def _is_html(detail: Mapping[str, Any] | None) -> bool:
+    return detail is not None and "html" in str(detail.get("type") or "text/html")
+
+
 def _fp_html(detail: Mapping[str, Any], base: str) -> str | None:
     kind = str(detail.get("type") or "text/html")
     value = str(detail.get("value") or "")
-    if "html" not in kind and not kind.startswith("text/"):
+    if not _is_html(detail) and not kind.startswith("text/"):
         return None  # an image, a base64 blob or an out-of-line src: nothing to show inline
-    if "html" not in kind:
+    if not _is_html(detail):
         value = html.escape(value)
     return clean_html(value, urljoin(base, str(detail.get("base") or base)))
 
@@ -684,13 +709,17 @@ def _fp_entry(
     contents = [c for c in item.get("content") or [] if c.get("value")]
     content = next((c for c in contents if "html" in str(c.get("type"))), None)
     content = content or (contents[0] if contents else summary_detail)
-    text = _fp_text(summary_detail, declared) or _fp_text(content, declared)
+    content_html = _fp_html(content, url) if content else None
+    if content and content is summary_detail and _is_html(content):
+        text = text_of_clean_html(content_html)  # one description: nh3 parses it once
+    else:
+        text = _fp_text(summary_detail, declared) or _fp_text(content, declared)
     return _entry(
         entry_id=item.get("id"),
         title=_fp_text(item.get("title_detail"), declared),
         link=absolute_url(item.get("link"), url),
         text=text,
-        content_html=_fp_html(content, url) if content else None,
+        content_html=content_html,
         author=_fp_author(item) or feed_author,
         published=_fp_date(item, "published"),
         updated=_fp_date(item, "updated"),
