@@ -509,6 +509,22 @@ def test_key_is_id_else_link_else_a_deterministic_hash() -> None:
     assert keys == [e.key for e in parse_feed(body, url="https://example.org/feed").entries]
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (("ab", None), ("a", "b")),
+        ((None, ""), ("", None)),
+        (("1:a", "b"), ("1", "a:b")),
+        (("", "", ""), ("", "")),
+        (("-",), (None,)),
+    ],
+)
+def test_content_hashes_of_different_parts_differ(
+    a: tuple[str | None, ...], b: tuple[str | None, ...]
+) -> None:
+    assert parse._content_hash(*a) != parse._content_hash(*b)
+
+
 def test_content_hash_ignores_timestamps_but_sees_real_changes() -> None:
     def entry(title: str, updated: str, build: str) -> ParsedEntry:
         return one(
