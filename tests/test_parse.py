@@ -14,6 +14,7 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urljoin, urlsplit
 
+import feedparser.urls
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -668,11 +669,12 @@ URL_BASES = st.sampled_from(
 @settings(max_examples=300)
 @given(st.from_regex(parse._PLAIN_ABSOLUTE_URL, fullmatch=True), URL_BASES)
 def test_plain_absolute_urls_are_what_urljoin_gives_back(url: str, base: str) -> None:
-    """The fast path in absolute_url and _resolves_to_itself skips urljoin only for URLs it
-    would hand back unchanged, with a host: the slow path's own conditions."""
+    """The fast paths in absolute_url, _resolves_to_itself and _fp_pop skip urljoin only for
+    URLs it would hand back unchanged, with a host: the slow path's own conditions."""
     assert urljoin(base, url) == url
     assert urlsplit(url).hostname
     assert parse.absolute_url(url, base) == url
+    assert feedparser.urls._urljoin("", url) == url  # what _fp_pop would make of it
 
 
 @pytest.mark.parametrize(

@@ -632,8 +632,8 @@ def _only_space(*elements: ET.Element) -> bool:
 def _fp_pop(text: str | None, *, uri: bool = False) -> str:
     """An element's text as feedparser's pop() leaves it, with no base URI."""
     value = (text or "").strip()
-    if uri and value:
-        value = _urljoin("", value)
+    if uri and value and not _PLAIN_ABSOLUTE_URL.fullmatch(value):
+        value = _urljoin("", value)  # folds extra slashes after "scheme://", which plain URLs lack
     if value.isascii():
         return value  # the two repairs below change only other characters, and cost a copy each
     # feedparser undoes UTF-8 read as Latin-1, then maps C1 controls as cp1252.
@@ -699,7 +699,13 @@ def _fp_html(detail: Mapping[str, Any], base: str) -> str | None:
         return None  # an image, a base64 blob or an out-of-line src: nothing to show inline
     if not _is_html(detail):
         value = html.escape(value)
-    return clean_html(value, urljoin(base, str(detail.get("base") or base)))
+    return clean_html(value, _join_base(base, str(detail.get("base") or base)))
+
+
+@functools.lru_cache(maxsize=256)
+def _join_base(base: str, relative: str) -> str:
+    """urljoin, remembered: all entries of a feed usually resolve the same pair."""
+    return urljoin(base, relative)
 
 
 def _fp_author(item: Mapping[str, Any]) -> str | None:
