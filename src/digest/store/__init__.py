@@ -384,13 +384,6 @@ def plan_entry_changes(stored: Mapping[str, str], parsed: Iterable[ParsedEntry])
 
 _ENTRIES = Base.metadata.tables[EntryRow.__tablename__]
 
-# Built once: the statements are the same for every feed, and building them per call (with
-# the ORM's coercions for a select on the class) cost about a tenth of storing a feed. Core
-# (the table, not the class) also skips the ORM's per-row bulk-insert bookkeeping.
-_STORED_HASHES = select(_ENTRIES.c.key, _ENTRIES.c.content_hash).where(
-    _ENTRIES.c.feed_id == bindparam("feed_id"),
-    _ENTRIES.c.key.in_(bindparam("keys", expanding=True)),
-)
 _NEW_ENTRY_COLUMNS = (
     "feed_id", "key", "title", "link", "canonical_url", "summary", "content_html", "author",
     "published_at", "first_seen_at", "updated_at", "content_hash",
@@ -426,17 +419,32 @@ class _DriverStatement:
         positions = tuple(compiled.positiontup) if compiled.positiontup else None
         return cls(compiled.string, positions, processors)
 
+    def execute(self, connection: Connection, row: dict[str, Any]) -> list[Any]:
+        """Run once and return every row; the row dict is converted in place."""
+        return list(connection.exec_driver_sql(self.sql, self._parameters(row)))
+
     def execute_many(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
         """Run once per row; each row dict is converted in place."""
-        parameters: list[Any] = []
-        for row in rows:
-            for name, process in self.processors.items():
-                row[name] = process(row[name])
-            parameters.append(
-                row if self.positions is None else tuple(map(row.__getitem__, self.positions))
-            )
+        parameters = [self._parameters(row) for row in rows]
         if parameters:
             connection.exec_driver_sql(self.sql, parameters)
+
+    def _parameters(self, row: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        for name, process in self.processors.items():
+            row[name] = process(row[name])
+        return row if self.positions is None else tuple(map(row.__getitem__, self.positions))
+
+
+@functools.lru_cache(maxsize=64)  # one per chunk length: feeds list from a few to 500 entries
+def _stored_hashes(dialect: Dialect, count: int) -> _DriverStatement:
+    """Key and content hash of those of `count` keys a feed already has."""
+    names = [f"key{i}" for i in range(count)]
+    statement = select(_ENTRIES.c.key, _ENTRIES.c.content_hash).where(
+        _ENTRIES.c.feed_id == bindparam("feed_id"),
+        _ENTRIES.c.key.in_([bindparam(name) for name in names]),
+    )
+    binds = {"feed_id": _ENTRIES.c.feed_id} | {name: _ENTRIES.c.key for name in names}
+    return _DriverStatement.compile(statement, dialect, binds)
 
 
 @functools.cache
@@ -455,16 +463,18 @@ def store_entries(
     session: Session, feed_id: int, entries: Sequence[ParsedEntry], now: datetime
 ) -> EntryChanges:
     """Insert new entries and update changed ones; the same entries again change nothing."""
+    connection = session.connection()
     keys = [_entry_key(entry.key) for entry in entries]
     stored: dict[str, str] = {}
     for chunk in _chunks(keys, 500):
-        stored.update(session.execute(_STORED_HASHES, {"feed_id": feed_id, "keys": chunk}).all())
+        query = _stored_hashes(connection.dialect, len(chunk))
+        parameters = {"feed_id": feed_id} | {f"key{i}": key for i, key in enumerate(chunk)}
+        stored.update(query.execute(connection, parameters))
     changes = plan_entry_changes(stored, entries)
     if changes.new:
-        connection = session.connection()
         insert = _new_entry_insert(connection.dialect)
-        rows = [_entry_values(feed_id, entry, now) for entry in changes.new]
-        for chunk in _chunks(rows, 200):
+        new_rows = [_entry_values(feed_id, entry, now) for entry in changes.new]
+        for chunk in _chunks(new_rows, 200):
             insert.execute_many(connection, chunk)
     for entry in changes.changed:
         values = _entry_values(feed_id, entry, now)
