@@ -151,3 +151,30 @@ def test_a_broken_feed_does_not_stop_the_others(db: Store, httpserver: HTTPServe
     poll(db, broken, ok)
     assert (feed(db, broken).last_error or "").startswith("not a feed")
     assert feed(db, ok).last_error is None and entries(db) == 3
+
+
+def test_each_feed_gets_its_own_parse_among_many(db: Store, httpserver: HTTPServer) -> None:
+    """Bodies go to the parser processes several at a time: every feed must still get its
+    own entries or its own error back, whatever batch it travelled in."""
+    urls = []
+    for n in range(21):  # more than two batches, and not a whole number of them
+        path = f"/feed/{n}"
+        if n % 5 == 3:
+            httpserver.expect_request(path).respond_with_data(
+                f"<html><body>page {n}</body></html>", content_type="text/html"
+            )
+        else:
+            body = rss(*(f"feed{n}-story{k}" for k in range(n % 4 + 1)))
+            httpserver.expect_request(path).respond_with_data(body, content_type="text/xml")
+        urls.append(httpserver.url_for(path))
+    poll(db, *urls)
+    for n, url in enumerate(urls):
+        row = feed(db, url)
+        with db.reading() as session:
+            titles = set(session.scalars(select(EntryRow.title).where(EntryRow.feed_id == row.id)))
+        if n % 5 == 3:
+            assert (row.last_error or "").startswith("not a feed"), url
+            assert titles == set()
+        else:
+            assert row.last_error is None, url
+            assert titles == {f"feed{n}-story{k}" for k in range(n % 4 + 1)}

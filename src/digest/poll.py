@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from digest import PROJECT_URL, __version__
 from digest.config import FetchSettings
 from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
-from digest.parse import ParsedFeed, parse_or_error
+from digest.parse import ParsedFeed, parse_many
 from digest.store import (
     ClaimedFeed,
     FeedUpdate,
@@ -167,12 +167,13 @@ class Poller:
     ) -> None:
         polled: asyncio.Queue[_Polled | None] = asyncio.Queue()
         with _parser_pool() as pool:
+            parser = _ParseBatches(pool)
             writer = asyncio.create_task(self._write_all(polled, summary, known, progress))
             async with Fetcher(self.limits, known) as fetcher:
 
                 async def one(feed: _Due) -> None:
                     result = await fetcher.fetch(feed.url, feed.cache)
-                    parsed = await self._parse(pool, result)
+                    parsed = await parser.parse(result)
                     polled.put_nowait(_Polled(feed, result, parsed))
 
                 pending: set[asyncio.Task[None]] = set()
@@ -254,15 +255,6 @@ class Poller:
             heartbeat(session, self.worker, "poll", now)
         return [_due(row) for row in rows]
 
-    async def _parse(self, pool: Executor, result: FetchResult) -> ParsedFeed | str | None:
-        if result.outcome is not Outcome.OK or result.body is None:
-            return None
-        loop = asyncio.get_running_loop()
-        url = result.final_url or result.url
-        return await loop.run_in_executor(
-            pool, parse_or_error, result.body, url, dict(result.headers)
-        )
-
     def _write(self, batch: list[_Polled], summary: PollSummary, known: Mapping[str, str]) -> None:
         now = datetime.now(UTC)
         changes = [(item, _feed_update(item, now)) for item in batch]
@@ -294,6 +286,62 @@ class Poller:
                 summary.fetched += 1
             else:
                 summary.not_modified += 1
+
+
+class _ParseBatches:
+    """Hands fetched bodies to the parser pool a few at a time (see parse.parse_many).
+
+    A batch leaves when it is full or when its first body has waited WAIT, so a poll of
+    a few feeds is not held up and the parsers never idle for long.
+    """
+
+    SIZE = 8
+    WAIT = 0.005  # seconds
+
+    def __init__(self, pool: Executor) -> None:
+        self._pool = pool
+        self._jobs: list[tuple[bytes, str, dict[str, str]]] = []
+        self._waiting: list[asyncio.Future[ParsedFeed | str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def parse(self, result: FetchResult) -> ParsedFeed | str | None:
+        if result.outcome is not Outcome.OK or result.body is None:
+            return None
+        loop = asyncio.get_running_loop()
+        parsed: asyncio.Future[ParsedFeed | str] = loop.create_future()
+        self._jobs.append((result.body, result.final_url or result.url, dict(result.headers)))
+        self._waiting.append(parsed)
+        if len(self._jobs) >= self.SIZE:
+            self._send()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.WAIT, self._send)
+        return await parsed
+
+    def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        jobs, waiting = self._jobs, self._waiting
+        self._jobs, self._waiting = [], []
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._pool, parse_many, jobs)
+        done.add_done_callback(lambda batch: _settle(batch, waiting))
+
+
+def _settle(
+    batch: asyncio.Future[list[ParsedFeed | str]], waiting: list[asyncio.Future[ParsedFeed | str]]
+) -> None:
+    """Give each feed of a parsed batch its own result (or the batch's failure)."""
+    failure = None if batch.cancelled() else batch.exception()
+    for index, parsed in enumerate(waiting):
+        if parsed.done():  # its poll was cancelled meanwhile
+            continue
+        if batch.cancelled():
+            parsed.cancel()
+        elif failure is not None:
+            parsed.set_exception(failure)
+        else:
+            parsed.set_result(batch.result()[index])
 
 
 @dataclass(frozen=True)
