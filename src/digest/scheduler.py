@@ -36,7 +36,7 @@ from sqlalchemy.exc import OperationalError
 from digest.config import Config, ConfigError, Settings, load_config, parse_duration
 from digest.leader import PublisherRole
 from digest.locks import LockBusy, locked_database, running_daemon
-from digest.poll import Poller, PollSummary, worker_id
+from digest.poll import Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
 from digest.store import EditionRow, Store, feed_health, heartbeat, live_workers, sync_feeds
@@ -321,7 +321,7 @@ class Daemon:
             if self.stopping.is_set():
                 return
             try:
-                summary = asyncio.run(self._cancellable_poll(self._poller))
+                summary = run_async(self._cancellable_poll(self._poller))
             except asyncio.CancelledError:
                 log.info("poll cancelled: the feeds it had not finished stay due")
                 return
