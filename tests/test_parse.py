@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import re
 import unicodedata
 import xml.parsers.expat
 from concurrent.futures import ProcessPoolExecutor
@@ -16,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import feedparser.urls
 import pytest
+from feedparser.datetimes import _parse_date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -414,6 +416,20 @@ def test_links_and_ids_are_the_same_whether_or_not_the_server_names_the_feed_loc
     assert parse_feed(body, url=url, now=NOW) == named
 
 
+BASE_PIECES = st.sampled_from(
+    [b"base", b"BASE", b"bAsE", b"xml:", b"=", b" ", b"\t", b"\n", b"\x0b", b"\x0c", b"\x1c",
+     b"\x85", b"\xa0", b"\xc0", b"\xc2", b"\xdf", b"\x00", b"a", b"<x "]
+)  # fmt: skip
+
+
+@settings(max_examples=500)
+@given(st.lists(BASE_PIECES, max_size=10).map(b"".join))
+def test_every_base_attribute_in_the_bytes_keeps_resolving_on(body: bytes) -> None:
+    """_base_is_unused reads the bytes as Latin-1 text, so that it can search them only once."""
+    if re.search(rb"base\s*=", body.lower()):
+        assert not parse._base_is_unused(body, [], "https://example.org/feed", {})
+
+
 def test_unusable_content_location_is_ignored() -> None:
     body = rss("<item><title>a</title><link>posts/a</link></item>")
 
@@ -654,6 +670,47 @@ def test_escaped_text_round_trips_decoding_each_entity_once(text: str) -> None:
     assert html_to_text(html.escape(text)) == clean_text(text)
 
 
+# Text that the character tables act on: every kind of space and control, C1, bidi controls,
+# the byte-order mark, lone surrogates, cp1252's gaps, and pure ASCII for its own fast path.
+TABLE_CHARACTERS = st.sampled_from(
+    [chr(c) for c in (*range(0x21), *range(0x7E, 0xA2), 0xFF, 0x061C, 0x200E, 0x202E, 0x2066)]
+    + ["\u2028", "\u3000", "\ud800", "\udfff", "\ufeff", "é", "’", "a", "b"]
+)
+TABLE_TEXTS = st.text(st.characters(max_codepoint=0x7F)) | st.lists(
+    TABLE_CHARACTERS | st.characters(blacklist_categories=()), max_size=30
+).map("".join)
+
+
+@settings(max_examples=500)
+@given(TABLE_TEXTS)
+def test_translations_are_what_str_translate_gives(text: str) -> None:
+    for translation in (parse._drop, parse._drop_html_controls, parse._cp1252_controls):
+        assert translation(text) == text.translate(translation.table)
+
+
+@settings(max_examples=500)
+@given(TABLE_TEXTS)
+def test_clean_text_folds_like_split_and_join(text: str) -> None:
+    assert clean_text(text) == " ".join(text.translate(parse._DROP).split())
+
+
+@given(
+    st.lists(st.sampled_from(["a", "bb", "ccc", " ", "  ", ",", ":", "字"]), max_size=20).map(
+        "".join
+    ),
+    st.none() | st.integers(0, 8),
+    st.integers(1, 12),
+)
+def test_shorten_cuts_whole_words_then_characters(text: str, words: int | None, chars: int) -> None:
+    # The plain way, which _shorten does without splitting what it cuts off.
+    parts = text.split(" ")
+    cut = text if words is None or len(parts) <= words else " ".join(parts[:words])
+    if len(cut) > chars:
+        cut = cut[:chars].rsplit(" ", 1)[0] if " " in cut[:chars] else cut[:chars]
+
+    assert parse._shorten(text, words, chars) == (text if cut == text else cut.rstrip(" ,;:") + "…")
+
+
 URL_BASES = st.sampled_from(
     [
         "http://127.0.0.1:9000/feed/1.xml",
@@ -796,6 +853,45 @@ DATES = st.sampled_from(
      "Sun, 31 Dec 1899 23:59:59 -1200", "Fri, 28 Mar 2025 10:00:00 XYZ", "not a date", "",
      " Fri, 28 Mar 2026 10:00:00 UT "]
 )  # fmt: skip
+
+# Around the RFC 822 shape that _rss_date reads itself. First what fits it, including days that
+# do not exist, times and zones out of range and the ends of datetime's range; then what does
+# not: other day names, two-digit years, other zones and spacing.
+RFC822_FITTING = [
+    ["Fri", "Sat", "Sun", "Mon", "Tue", "Wed", "Thu"],
+    ["28", "01", "29", "30", "31", "00", "32", "99"],
+    ["Mar", "Feb", "Dec", "Oct"],
+    ["2025", "2024", "2100", "1899", "0001", "0000", "9999"],
+    ["10:00:00", "23:59:59", "00:00:00", "24:00:00", "12:60:00", "12:00:60", "99:99:99"],
+    ["GMT", "+0000", "-1200", "+1400", "+0530", "-0060", "+9999", "-9999"],
+]
+RFC822_ODD = [
+    ["Xyz", "fri", "Fri.", "Friday", ""],
+    ["7", "1st", "٢٨"],
+    ["mar", "March", "Foo"],
+    ["25", "89", "02025"],
+    ["1:02:03", "12:00", "12:00:00.5"],
+    ["gmt", "UT", "EST", "Z", "GMT+1", "+00:00", "+000", ""],
+]
+
+
+@st.composite
+def rfc822_dates(draw: st.DrawFn) -> str:
+    fields = [draw(st.sampled_from(choices)) for choices in RFC822_FITTING]
+    separators = [", ", " ", " ", " ", " "]
+    for _ in range(draw(st.integers(0, 2))):
+        n = draw(st.integers(0, len(fields) - 1))
+        fields[n] = draw(st.sampled_from(RFC822_ODD[n]))
+    if draw(st.booleans()):
+        n = draw(st.integers(0, len(separators) - 1))
+        separators[n] = draw(st.sampled_from(["  ", "\t", "", ",", " ,", ","]))
+    return fields[0] + "".join(map(str.__add__, separators, fields[1:]))
+
+
+@settings(max_examples=1000)
+@given(rfc822_dates())
+def test_rss_dates_are_what_feedparser_reads(value: str) -> None:
+    assert parse._rss_date(value) == _parse_date(value)
 
 
 @st.composite
