@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -146,6 +147,36 @@ def test_store_entries_once_and_updates_changed_ones(store: Store) -> None:
     assert row.title == "A story, corrected"
     assert row.first_seen_at == NOW  # an update does not move the entry in time
     assert row.published_at == NOW  # no date in the feed: first-seen time
+
+
+def test_writers_in_many_threads_of_one_process_all_commit(store: Store) -> None:
+    """A poll writes from two threads and the daemon's publisher from a third."""
+    fid = feed_id(store)
+
+    def write(thread: int) -> None:
+        for n in range(10):
+            with store.writing() as session:
+                store_entries(session, fid, [make_entry(f"Story {thread}-{n}")], NOW)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))  # re-raises any thread's error
+    assert count_entries(store) == 80
+
+
+def test_a_failed_write_gives_its_turn_to_the_next_writer(store: Store) -> None:
+    fid = feed_id(store)
+    with pytest.raises(ZeroDivisionError), store.writing() as session:
+        store_entries(session, fid, [make_entry("Rolled back")], NOW)
+        1 / 0  # noqa: B018
+
+    def write() -> None:
+        with store.writing() as session:
+            store_entries(session, fid, [make_entry("Kept")], NOW)
+
+    with ThreadPoolExecutor(1) as pool:
+        # A turn never given back would hold the next writer for the whole busy timeout (30 s).
+        pool.submit(write).result(timeout=10)
+    assert count_entries(store) == 1
 
 
 def test_each_row_keeps_its_own_times_and_naive_ones_are_refused(store: Store) -> None:
