@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
+import signal
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +17,16 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 from digest.config import FeedSettings, FetchSettings
-from digest.poll import MAX_BACKOFF, Poller, next_poll_time
+from digest.fetch import FetchResult, Outcome
+from digest.parse import ParsedFeed
+from digest.poll import (
+    MAX_BACKOFF,
+    Poller,
+    PollSummary,
+    _ParseBatches,
+    _parser_pool,
+    next_poll_time,
+)
 from digest.store import EntryRow, FeedRow, Store
 from tests.conftest import add_feeds
 
@@ -39,9 +52,10 @@ def db(tmp_path: Path) -> Iterator[Store]:
     store.close()
 
 
-def poll(store: Store, *urls: str) -> None:
+def poll(store: Store, *urls: str, parse_timeout: float = 30.0) -> PollSummary:
     add_feeds(store, [FeedSettings(url=url, stream="links") for url in urls], datetime.now(UTC))
-    Poller(store, FetchSettings(allow_private_networks=True)).run(every=True)
+    settings = FetchSettings(allow_private_networks=True, parse_timeout=parse_timeout)
+    return Poller(store, settings).run(every=True)
 
 
 def feed(store: Store, config_url: str) -> FeedRow:
@@ -178,3 +192,104 @@ def test_each_feed_gets_its_own_parse_among_many(db: Store, httpserver: HTTPServ
         else:
             assert row.last_error is None, url
             assert titles == {f"feed{n}-story{k}" for k in range(n % 4 + 1)}
+
+
+# nh3 takes quadratic time over nested blocks: this 2 MB description would take it many minutes
+# (160 KB took 6 s here), on any machine far longer than the deadlines below.
+ENDLESS_PARSE = RSS.format(
+    items="<item><title>Deep</title><link>https://example.net/deep</link>"
+    f"<description><![CDATA[{'<ul><li>' * 250_000}]]></description></item>"
+)
+
+
+def serve_good_feeds_and_one_endless(httpserver: HTTPServer) -> tuple[list[str], str]:
+    good = []
+    for n in range(6):
+        httpserver.expect_request(f"/good/{n}").respond_with_data(
+            rss(f"good{n}"), content_type="text/xml"
+        )
+        good.append(httpserver.url_for(f"/good/{n}"))
+    httpserver.expect_request("/deep").respond_with_data(ENDLESS_PARSE, content_type="text/xml")
+    return good, httpserver.url_for("/deep")
+
+
+def test_a_parse_past_its_deadline_fails_that_feed_only(db: Store, httpserver: HTTPServer) -> None:
+    good, deep = serve_good_feeds_and_one_endless(httpserver)
+    summary = poll(db, *good, deep, parse_timeout=2)
+    assert [failure.url for failure in summary.failures] == [deep]
+    assert feed(db, deep).last_error == "parse stopped after 2s (fetch.parse_timeout)"
+    assert feed(db, deep).failures == 1
+    assert all(feed(db, url).last_error is None for url in good)
+    assert entries(db) == len(good)
+
+
+def test_a_parser_process_killed_mid_parse_fails_that_feed_only(
+    db: Store, httpserver: HTTPServer
+) -> None:
+    """As the kernel's OOM killer would: SIGKILL to whichever parser has worked a second."""
+    good, deep = serve_good_feeds_and_one_endless(httpserver)
+    done = threading.Event()
+    killer = threading.Thread(target=kill_busy_parsers, args=(done,), daemon=True)
+    killer.start()
+    try:
+        summary = poll(db, *good, deep)
+    finally:
+        done.set()
+        killer.join()
+    assert [failure.url for failure in summary.failures] == [deep]
+    assert feed(db, deep).last_error == (
+        "parser process died while parsing (killed by signal 9; out of memory?)"
+    )
+    assert all(feed(db, url).last_error is None for url in good)
+    assert entries(db) == len(good)
+
+
+def kill_busy_parsers(done: threading.Event) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    while not done.wait(0.1):
+        for pid in parser_processes():
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            if (int(fields[11]) + int(fields[12])) / ticks > 1.0:  # utime + stime
+                os.kill(pid, signal.SIGKILL)
+
+
+def parser_processes() -> list[int]:
+    """This process's grandchildren forked by a multiprocessing fork server."""
+    found = []
+    for child in children(os.getpid()):
+        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+            if b"multiprocessing.forkserver" in cmdline.read():
+                found.extend(children(child))
+    return found
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listed:
+            found.extend(int(child) for child in listed.read().split())
+    return found
+
+
+def test_one_endless_parse_in_a_batch_leaves_its_companions_parsed() -> None:
+    """Bodies travel to the parsers together; only the one past the deadline fails."""
+
+    async def parse_together() -> list[ParsedFeed | str | None]:
+        with _parser_pool() as pool:
+            batches = _ParseBatches(pool, timeout=2)
+            bodies = [rss("first"), ENDLESS_PARSE, rss("second", "third")]
+            results = [
+                FetchResult(f"https://example.net/{n}", Outcome.OK, 200, body=body.encode())
+                for n, body in enumerate(bodies)
+            ]
+            return await asyncio.gather(*(batches.parse(result) for result in results))
+
+    first, deep, second = asyncio.run(parse_together())
+    assert isinstance(first, ParsedFeed) and [e.title for e in first.entries] == ["first"]
+    assert deep == "parse stopped after 2s (fetch.parse_timeout)"
+    assert isinstance(second, ParsedFeed)
+    assert [e.title for e in second.entries] == ["second", "third"]

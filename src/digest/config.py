@@ -155,6 +155,7 @@ class FeedSettings(_Strict):
 
 class FetchSettings(_Strict):
     timeout: float = Field(default=30.0, gt=0)
+    parse_timeout: float = Field(default=30.0, gt=0)  # per trip to a parser process
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     allow_private_networks: bool = False
     user_agent: str = ""

@@ -15,6 +15,7 @@ import html
 import io
 import json
 import re
+import signal
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -471,6 +472,16 @@ def parse_many(jobs: Sequence[tuple[bytes, str, Mapping[str, str]]]) -> list[Par
     feed cost the poller about as much CPU as storing the feed.
     """
     return [parse_or_error(body, url, headers) for body, url, headers in jobs]
+
+
+def prepare_worker() -> None:
+    """Let SIGTERM end a parser process at once, even inside nh3's or expat's native code.
+
+    pebble's own handler runs only when Python code runs again, so a worker stopped at its
+    deadline in a long nh3 call held its slot three more seconds until pebble's SIGKILL.
+    A parser holds nothing that needs a clean exit.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _as_utc(moment: datetime) -> datetime:

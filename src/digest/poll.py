@@ -8,21 +8,23 @@ in a bounded pool, not in every fetch worker); writes are short transactions, on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
 import socket
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from pebble import ProcessExpired, ProcessPool
+
 from digest import PROJECT_URL, __version__
 from digest.config import FetchSettings
 from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
-from digest.parse import ParsedFeed, parse_many
+from digest.parse import ParsedFeed, parse_many, prepare_worker
 from digest.store import (
     ClaimedFeed,
     FeedUpdate,
@@ -131,6 +133,7 @@ class Poller:
         self.limits = fetch_limits(fetch_settings)
         self.worker = worker_id()
         self.lease = lease_length(fetch_settings.timeout)
+        self.parse_timeout = fetch_settings.parse_timeout
         # Claimed per round: enough that the fetch slots never sit idle waiting for a claim.
         self.batch = max(4 * fetch_settings.concurrency, 50)
 
@@ -169,7 +172,7 @@ class Poller:
     ) -> None:
         polled: asyncio.Queue[_Polled | None] = asyncio.Queue()
         with _parser_pool() as pool:
-            parser = _ParseBatches(pool)
+            parser = _ParseBatches(pool, self.parse_timeout)
             writer = asyncio.create_task(self._write_all(polled, summary, known, progress))
             async with Fetcher(self.limits, known) as fetcher:
 
@@ -290,19 +293,29 @@ class Poller:
                 summary.not_modified += 1
 
 
+_ParseJob = tuple[bytes, str, dict[str, str]]  # body, URL it came from, response headers
+
+
 class _ParseBatches:
     """Hands fetched bodies to the parser pool a few at a time (see parse.parse_many).
 
     A batch leaves when it is full or when its first body has waited WAIT, so a poll of
     a few feeds is not held up and the parsers never idle for long.
+
+    Each trip has a deadline. A hostile body can make a parser work for hours (nh3 takes
+    quadratic time over deeply nested blocks: 160 KB of `<ul><li>` cost 6 s), and a worker can
+    die (the kernel's OOM killer, a crash in a C library): pebble then stops or replaces just
+    that worker. The batch's feeds are parsed again one by one, so only the feed to blame
+    fails, with the reason, and every other feed goes on.
     """
 
     SIZE = 8
     WAIT = 0.005  # seconds
 
-    def __init__(self, pool: Executor) -> None:
+    def __init__(self, pool: ProcessPool, timeout: float) -> None:
         self._pool = pool
-        self._jobs: list[tuple[bytes, str, dict[str, str]]] = []
+        self._timeout = timeout
+        self._jobs: list[_ParseJob] = []
         self._waiting: list[asyncio.Future[ParsedFeed | str]] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -325,25 +338,52 @@ class _ParseBatches:
             self._timer = None
         jobs, waiting = self._jobs, self._waiting
         self._jobs, self._waiting = [], []
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._pool, parse_many, jobs)
-        done.add_done_callback(lambda batch: _settle(batch, waiting))
+        self._schedule(jobs, waiting)
+
+    def _schedule(
+        self, jobs: list[_ParseJob], waiting: list[asyncio.Future[ParsedFeed | str]]
+    ) -> None:
+        trip = asyncio.wrap_future(self._pool.schedule(parse_many, (jobs,), timeout=self._timeout))
+        trip.add_done_callback(lambda done: self._settle(done, jobs, waiting))
+
+    def _settle(
+        self,
+        trip: asyncio.Future[list[ParsedFeed | str]],
+        jobs: list[_ParseJob],
+        waiting: list[asyncio.Future[ParsedFeed | str]],
+    ) -> None:
+        """Give each feed of a parsed batch its own result, or try its feeds one by one."""
+        if trip.cancelled():
+            for parsed in waiting:
+                parsed.cancel()
+            return
+        failure = trip.exception()
+        lost = _lost_parse(failure, self._timeout) if failure is not None else None
+        if lost is not None and len(jobs) > 1:
+            for job, parsed in zip(jobs, waiting, strict=True):
+                if not parsed.done():
+                    self._schedule([job], [parsed])
+            return
+        for index, parsed in enumerate(waiting):
+            if parsed.done():  # its poll was cancelled meanwhile
+                continue
+            if lost is not None:
+                parsed.set_result(lost)
+            elif failure is not None:
+                parsed.set_exception(failure)  # a bug in our own code: the poll stops on it
+            else:
+                parsed.set_result(trip.result()[index])
 
 
-def _settle(
-    batch: asyncio.Future[list[ParsedFeed | str]], waiting: list[asyncio.Future[ParsedFeed | str]]
-) -> None:
-    """Give each feed of a parsed batch its own result (or the batch's failure)."""
-    failure = None if batch.cancelled() else batch.exception()
-    for index, parsed in enumerate(waiting):
-        if parsed.done():  # its poll was cancelled meanwhile
-            continue
-        if batch.cancelled():
-            parsed.cancel()
-        elif failure is not None:
-            parsed.set_exception(failure)
-        else:
-            parsed.set_result(batch.result()[index])
+def _lost_parse(failure: BaseException, timeout: float) -> str | None:
+    """The feed's error when its parser was stopped or died; None for any other failure."""
+    if isinstance(failure, TimeoutError):
+        return f"parse stopped after {timeout:g}s (fetch.parse_timeout)"
+    if isinstance(failure, ProcessExpired):
+        code = failure.exitcode
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        return f"parser process died while parsing ({how}; out of memory?)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -423,9 +463,16 @@ def lease_length(timeout: float) -> timedelta:
     return timedelta(seconds=float(override) if override else 2 * timeout + 10)
 
 
-def _parser_pool() -> ProcessPoolExecutor:
+@contextlib.contextmanager
+def _parser_pool() -> Iterator[ProcessPool]:
     # forkserver: forking a process that runs an event loop and threads is unsafe. The fork
     # server imports the parse stage once, and every worker forked from it shares those pages.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["digest.parse"])
-    return ProcessPoolExecutor(os.cpu_count() or 1, mp_context=context)
+    pool = ProcessPool(max_workers=os.cpu_count() or 1, initializer=prepare_worker, context=context)
+    try:
+        yield pool
+    finally:
+        # Every parse of a finished poll is done; a cancelled poll's parses are not wanted.
+        pool.stop()  # type: ignore[no-untyped-call]
+        pool.join()
