@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import random
+import signal
 import socket
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping
@@ -382,7 +383,9 @@ def _lost_parse(failure: BaseException, timeout: float) -> str | None:
     if isinstance(failure, ProcessExpired):
         code = failure.exitcode
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        return f"parser process died while parsing ({how}; out of memory?)"
+        if code == -signal.SIGKILL:
+            how += "; out of memory?"  # what the kernel's OOM killer sends
+        return f"parser process died while parsing ({how})"
     return None
 
 
