@@ -50,6 +50,7 @@ class Store:
         )
         # SQLite takes one writer at a time anyway; PostgreSQL writers run side by side.
         self._write_turn = threading.Lock() if self.is_sqlite else None
+        self._busy_timeout = busy_timeout()  # as the engine's connections were given
 
     @property
     def is_sqlite(self) -> bool:
@@ -70,13 +71,14 @@ class Store:
     def _my_turn(self) -> Iterator[None]:
         # Waiting is bounded like SQLite's own wait: when another program holds the database,
         # each thread still gets its own "database is locked" in time, not one after another.
-        taken = self._write_turn is not None and self._write_turn.acquire(timeout=busy_timeout())
+        turn = self._write_turn
+        if turn is None or not turn.acquire(timeout=self._busy_timeout):
+            yield
+            return
         try:
             yield
         finally:
-            if taken:
-                assert self._write_turn is not None
-                self._write_turn.release()
+            turn.release()
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (run on every start)."""
