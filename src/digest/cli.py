@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import OperationalError
 
 from digest import __version__
@@ -28,7 +29,8 @@ from digest.locks import LockBusy, daemon_lock, locked_database
 from digest.poll import Poller, PollSummary
 from digest.publish import build, publishing, render
 from digest.render import RenderError, RenderReport
-from digest.store import Store, feed_health, sync_feeds
+from digest.store import Store, UnknownFeed, feed_health, recent_entries, sync_feeds
+from digest.store.entries import DEFAULT_LIMIT
 
 EXIT_OK, EXIT_FEEDS_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -196,6 +198,47 @@ def feeds(app: App, as_json: bool) -> None:
             style="red" if feed.disabled or feed.failures else None,
         )
     # Piped (cron mail, grep): wide enough that rows are not wrapped mid-name.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@cli.command("entries")
+@click.option(
+    "--feed",
+    "feed_name",
+    metavar="NAME",
+    help="Only this feed: its name as in feeds.yaml, or its URL.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="List at most this many entries.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_app
+def entries_command(app: App, feed_name: str | None, limit: int, as_json: bool) -> None:
+    """List the stored entries, newest first: what digest made of each feed."""
+    config = app.config
+    with _busy_database(config), app.store(config) as store, store.reading() as session:
+        try:
+            found = recent_entries(session, feed=feed_name, limit=limit)
+        except UnknownFeed as unknown:
+            raise click.BadParameter(
+                f"unknown feed {unknown.name!r} (known: {_some(unknown.known)})",
+                ctx=click.get_current_context(),
+                param_hint="--feed",
+            ) from None
+    if as_json:
+        click.echo(json.dumps({"entries": [entry.as_json() for entry in found]}, indent=2))
+        return
+    table = Table("published", "feed", "title", "link")
+    table.columns[3].overflow = "fold"  # a link cut short with an ellipsis is no use
+    for entry in found:
+        # Text, not str: feed text is never read as rich markup ("[/]" in a title).
+        table.add_row(
+            _when(entry.published), Text(entry.feed), Text(entry.title), Text(entry.link or "")
+        )
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
 
 
@@ -451,6 +494,15 @@ def _parse_at(text: str, config: Config) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=config.settings.site.zone)
     return moment.astimezone(UTC)
+
+
+def _some(names: tuple[str, ...], shown: int = 10) -> str:
+    """A list of names for a message, cut short when long."""
+    if not names:
+        return "none"
+    if len(names) <= shown:
+        return ", ".join(names)
+    return ", ".join(names[:shown]) + f", … and {len(names) - shown} more"
 
 
 def _when(moment: datetime | None) -> str:

@@ -35,6 +35,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from digest.config import FeedSettings
 from digest.parse import ParsedEntry
 from digest.store.db import Store, make_engine, upgrade_database
+from digest.store.entries import StoredEntry, UnknownFeed, recent_entries
 from digest.store.models import Base, EditionItemRow, EditionRow, EntryRow, FeedRow, WorkerRow
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "FeedRow",
     "FeedUpdate",
     "Store",
+    "StoredEntry",
+    "UnknownFeed",
     "WorkerRow",
     "WorkerStatus",
     "apply_feed_update",
@@ -59,6 +62,7 @@ __all__ = [
     "live_workers",
     "make_engine",
     "plan_entry_changes",
+    "recent_entries",
     "release_claims",
     "renew_leases",
     "store_entries",
