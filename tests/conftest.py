@@ -67,7 +67,6 @@ def make_entry(
         title=title,
         link=link,
         summary=summary,
-        content_html=None,
         author=None,
         published=published,
         content_hash=digest,

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from digest.editions import Edition, EditionItem, EditionSection
-from digest.render import SiteContent, StreamContent, clean_text, render_site, safe_url
+from digest.parse.text import clean_text
+from digest.parse.urls import safe_url
+from digest.render import SiteContent, StreamContent, render_site
 from tests.test_render import sample_content
 from tests.validators import newsboat_reload, require_tool
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
@@ -36,6 +35,8 @@ from jinja2 import (
 
 from digest import PROJECT_URL
 from digest.editions import Edition
+from digest.parse.text import clean_text
+from digest.parse.urls import safe_url
 from digest.resources import resource_dir
 
 
@@ -84,40 +85,9 @@ class RenderError(Exception):
 
 # A feed carries every edition's full content, so it is capped; the index pages list them all.
 FEED_EDITIONS = 20
-# Links that may appear in pages: anything else (javascript:, data:, relative) becomes plain text.
-LINK_SCHEMES = frozenset({"http", "https", "gemini"})
-
-_LINE_BREAKS = re.compile("[\t\n\v\f\r\x1c-\x1f\x85\u2028\u2029]+")
-_NONCHARACTERS = "".join(
-    chr(plane * 0x10000 + low) for plane in range(17) for low in (0xFFFE, 0xFFFF)
-)
-# C0/C1 controls, bidi marks/embeddings/overrides/isolates, BOM, surrogates, noncharacters:
-# invisible or able to reorder or break the text around them, and some are invalid in XML.
-_UNWANTED = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff"
-    f"\ud800-\udfff\ufdd0-\ufdef{_NONCHARACTERS}]"
-)
-_SPACES = re.compile(" {2,}")
 # Starts of a gemtext line that make it something other than a text line.
 _GEMTEXT_MARKERS = ("=>", "#", "*", ">", "```")
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def clean_text(text: str) -> str:
-    """Fold feed text to one safe line: the only form in which any page shows it."""
-    text = _LINE_BREAKS.sub(" ", text)
-    return _SPACES.sub(" ", _UNWANTED.sub("", text)).strip()
-
-
-def safe_url(url: str | None) -> str | None:
-    """The URL when it is an absolute http/https/gemini URL a page may link to, else None."""
-    if not url or url != url.strip() or _UNWANTED.search(url) or re.search(r"\s", url):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    return url if parts.scheme.lower() in LINK_SCHEMES and parts.netloc else None
 
 
 def gemtext_line(text: str) -> str:

@@ -389,7 +389,7 @@ def plan_entry_changes(stored: Mapping[str, str], parsed: Iterable[ParsedEntry])
 _ENTRIES = Base.metadata.tables[EntryRow.__tablename__]
 
 _NEW_ENTRY_COLUMNS = (
-    "feed_id", "key", "title", "link", "canonical_url", "summary", "content_html", "author",
+    "feed_id", "key", "title", "link", "canonical_url", "summary", "author",
     "published_at", "first_seen_at", "updated_at", "content_hash",
 )  # fmt: skip
 
@@ -502,7 +502,6 @@ def _entry_values(feed_id: int, entry: ParsedEntry, now: datetime) -> dict[str, 
         "link": entry.link,
         "canonical_url": canonical_url(entry.link),
         "summary": entry.summary,
-        "content_html": entry.content_html,
         "author": entry.author,
         "published_at": entry.published or now,
         "first_seen_at": now,

@@ -135,7 +135,6 @@ class EntryRow(Base):
     link: Mapped[str | None] = mapped_column(Text)
     canonical_url: Mapped[str | None] = mapped_column(String(2048), index=True)
     summary: Mapped[str] = mapped_column(Text, default="")
-    content_html: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

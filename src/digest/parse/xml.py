@@ -1,0 +1,257 @@
+"""Bytes of an XML feed -> one element tree, read once by a hardened parser.
+
+Decoding is ours, not the parser's, because real sites get it wrong in known ways: a BOM, an
+HTTP charset that contradicts the XML declaration, blank lines before the declaration,
+Windows-1252 labelled ISO-8859-1 (which browsers have always read as Windows-1252). The text
+is decided once here, checked for entity declarations, and the parser is told its encoding, so
+that what is checked is exactly what is parsed.
+
+lxml (libxml2) reads it: no network, no DTD, no entity resolution, libxml2's size and depth
+limits (huge_tree off). A document that is not well-formed gets two more tries: first with the
+HTML entities and bare ampersands that most broken feeds suffer from made into XML, then in
+recover mode, which keeps what precedes a fatal error (a truncated body still gives its
+entries).
+"""
+
+from __future__ import annotations
+
+import codecs
+import html.entities
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from digest.parse.entry import ParseError
+from digest.parse.text import windows_1252_c1
+from digest.parse.urls import join_base, resolve
+
+XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+
+# --- decoding ---------------------------------------------------------------------------------
+
+_BOMS = (
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+)
+# '<?' or '<' and a name in wide encodings without a BOM (XML 1.0 appendix F), and EBCDIC.
+_WIDE_STARTS = (
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<\x00", "utf-16-be"),
+    (b"<\x00", "utf-16-le"),
+    (b"\x4c\x6f\xa7\x94", "cp037"),
+)
+_DECLARED_ENCODING = re.compile(
+    rb"""\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""", re.IGNORECASE
+)
+# A multi-byte UTF-8 sequence: a body with such sequences and a few bad bytes is UTF-8 with a
+# few bad bytes, not Windows-1252.
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
+# The labels that browsers (WHATWG Encoding) read as Windows-1252, a superset of each.
+_AS_WINDOWS_1252 = frozenset({"latin_1", "ascii", "cp1252", "iso8859_1"})
+
+
+def decode(body: bytes, charset: str | None) -> str:
+    """The document's text, from its BOM, else its bytes (UTF-8 when they are valid UTF-8),
+    else the HTTP charset, else the XML declaration, else Windows-1252."""
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom) :].decode(name, "replace")
+    for start, name in _WIDE_STARTS:
+        if body.startswith(start):
+            return body.decode(name, "replace")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    declared = _DECLARED_ENCODING.match(body)
+    for label in (charset, declared[1].decode() if declared else None):
+        codec = _codec(label)
+        if codec is not None and codec != "utf-8":
+            return body.decode("cp1252" if codec in _AS_WINDOWS_1252 else codec, "replace")
+    if _UTF8_SEQUENCE.search(body):
+        return body.decode("utf-8", "replace")
+    return body.decode("cp1252", "replace")
+
+
+def _codec(label: str | None) -> str | None:
+    """Python's name of a text encoding label, or None for an unknown or non-text one."""
+    if not label:
+        return None
+    try:
+        info = codecs.lookup(label)
+    except LookupError:
+        return None
+    # Bytes-to-bytes codecs (hex, zlib, ...) are no text encoding, whatever a server says.
+    return info.name.replace("-", "_") if info._is_text_encoding else None
+
+
+# --- entities ---------------------------------------------------------------------------------
+
+# A PI, comment or DOCTYPE (group 1), else the start of the root element.
+_PROLOG_TOKEN = re.compile(r"<(\?|!--|!doctype)|<(?:[^\W\d]|:)", re.I)
+_DOCTYPE_TOKEN = re.compile(
+    r"\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|<!--.*?(?:-->|\Z)|<\?.*?(?:\?>|\Z)|[\[\]>]", re.S
+)
+
+
+def declares_entities(text: str) -> bool:
+    """Whether the document declares XML entities before its root element."""
+    return "<!entity" in _prolog(text).lower()
+
+
+def _prolog(text: str) -> str:
+    """Everything before the root element.
+
+    Comments, processing instructions and the DOCTYPE (with its internal subset) are skipped
+    whole, so a '<a' hidden inside them cannot end the prolog early.
+    """
+    i = 0
+    while token := _PROLOG_TOKEN.search(text, i):
+        opener = token.group(1)
+        if opener is None:
+            return text[: token.start()]
+        if opener.lower() == "!doctype":
+            i = _doctype_end(text, token.end())
+        else:
+            closer = "?>" if opener == "?" else "-->"
+            end = text.find(closer, token.end())
+            i = len(text) if end < 0 else end + len(closer)
+    return text
+
+
+def _doctype_end(text: str, start: int) -> int:
+    depth = 0
+    for token in _DOCTYPE_TOKEN.finditer(text, start):
+        if token.group() == "[":
+            depth += 1
+        elif token.group() == "]":
+            depth -= 1
+        elif token.group() == ">" and depth <= 0:
+            return token.end()
+    return len(text)
+
+
+# --- the tree ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XmlDocument:
+    root: Any  # lxml.etree._Element: lxml ships no type hints
+    text: str  # the decoded document, for the feedparser fallback
+    error: str | None  # why the document is not well-formed; None when it is
+
+
+def read_xml(body: bytes, charset: str | None) -> XmlDocument:
+    """The element tree of an XML body; ParseError if it declares entities or has no root."""
+    text = decode(body, charset).lstrip("\ufeff \t\r\n")
+    if declares_entities(text):
+        raise ParseError("refused: the document declares XML entities")
+    data = text.encode("utf-8")
+    try:
+        return XmlDocument(etree.fromstring(data, _parser(recover=False)), text, None)
+    except etree.XMLSyntaxError as error:
+        first_error = _message(error)
+    repaired = _repair(text).encode("utf-8")
+    if repaired != data:
+        try:
+            return XmlDocument(etree.fromstring(repaired, _parser(recover=False)), text, None)
+        except etree.XMLSyntaxError:
+            pass
+    try:
+        root = etree.fromstring(repaired, _parser(recover=True))
+    except etree.XMLSyntaxError:
+        root = None
+    return XmlDocument(root, text, first_error)
+
+
+def _parser(*, recover: bool) -> Any:
+    # A parser per document: lxml parsers keep state and are not safe to share across threads.
+    return etree.XMLParser(
+        encoding="utf-8",
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+        recover=recover,
+    )
+
+
+def _message(error: etree.XMLSyntaxError) -> str:
+    return str(error.msg or error).strip()
+
+
+# Outside CDATA sections: an ampersand that starts no reference, or a named reference that XML
+# does not define (&nbsp;, &eacute;, ... from HTML).
+_REPAIRABLE = re.compile(r"<!\[CDATA\[.*?\]\]>|&(?!#[0-9]+;|#x[0-9a-fA-F]+;)([A-Za-z0-9]+;)?", re.S)
+_XML_ENTITIES = frozenset({"amp;", "lt;", "gt;", "quot;", "apos;"})
+
+
+def _repair(text: str) -> str:
+    return _REPAIRABLE.sub(_repair_one, text) if "&" in text else text
+
+
+def _repair_one(match: re.Match[str]) -> str:
+    name = match[1]
+    if match[0].startswith("<"):
+        return match[0]  # a CDATA section: its text is taken as written
+    if name is None:
+        return "&amp;"
+    if name in _XML_ENTITIES:
+        return match[0]
+    characters = html.entities.html5.get(name)
+    if characters is None:
+        return "&amp;" + name
+    return "".join(f"&#{ord(c)};" for c in characters)
+
+
+# --- reading elements -------------------------------------------------------------------------
+
+
+def local_name(element: Any) -> str:
+    tag = element.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def namespace(element: Any) -> str | None:
+    tag = element.tag
+    return tag[1:].partition("}")[0] if isinstance(tag, str) and tag.startswith("{") else None
+
+
+def base_of(element: Any, inherited: str) -> str:
+    """The base URI inside element: its xml:base resolved against the one it inherits."""
+    value = element.get(XML_BASE)
+    if not value:
+        return inherited
+    try:
+        return join_base(inherited, resolve(value, inherited))
+    except ValueError:
+        return inherited
+
+
+def inner_text(element: Any) -> str:
+    """All the text inside element, as written (markup in it is taken for text's sake)."""
+    return windows_1252_c1("".join(element.itertext()) if len(element) else element.text or "")
+
+
+def inner_markup(element: Any) -> str:
+    """What is inside element as markup: its text, and its children serialized.
+
+    For the HTML that some feeds put unescaped into a description, and for Atom's xhtml.
+    """
+    if not len(element):
+        return windows_1252_c1(element.text or "")
+    parts = [element.text or ""]
+    parts.extend(
+        etree.tostring(child, encoding=str, with_tail=True)
+        for child in element
+        if isinstance(child.tag, str)
+    )
+    return windows_1252_c1("".join(parts))
