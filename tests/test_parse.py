@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.parse import ParsedEntry, ParsedFeed, ParseError, entry, parse_feed, text, urls
+from digest.parse import ParsedEntry, ParsedFeed, ParseError, dates, entry, parse_feed, text, urls
 from digest.parse.text import BLURB_WORDS, clean_text, html_to_text
 from digest.parse.xml import declares_entities
 
@@ -812,3 +812,192 @@ def test_every_entity_declaration_expat_sees_is_refused(
 
     if expat_declares_entities(document):
         assert declares_entities(document)
+
+
+# --- the real web: encodings, broken XML, format variants ------------------------------------
+
+
+def titled(title: bytes, declaration: bytes = b'<?xml version="1.0"?>') -> bytes:
+    return (
+        declaration
+        + b'<rss version="2.0"><channel><title>T</title><item><title>'
+        + title
+        + b"</title><link>https://example.org/a</link></item></channel></rss>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "title"),
+    [
+        # The XML declaration names the encoding; no HTTP charset.
+        (titled("Привет".encode("cp1251"), b'<?xml version="1.0" encoding="windows-1251"?>'),
+         {}, "Привет"),
+        # The HTTP charset names it, the declaration does not.
+        (titled("Grüße".encode("iso-8859-15")), {"Content-Type": "text/xml; charset=ISO-8859-15"},
+         "Grüße"),
+        # The server says Latin-1 but the bytes are valid UTF-8: no mojibake.
+        (titled("naïve — ok".encode()), {"Content-Type": "application/rss+xml; charset=iso-8859-1"},
+         "naïve — ok"),
+        # The declaration says Latin-1, the bytes are UTF-8.
+        (titled("naïve".encode(), b'<?xml version="1.0" encoding="ISO-8859-1"?>'), {}, "naïve"),
+        # Windows-1252 punctuation in a document labelled Latin-1.
+        (titled(b"\x93a\x94 \x96 b\x85", b'<?xml version="1.0" encoding="iso-8859-1"?>'), {},
+         "“a” – b…"),
+        # A BOM wins over a declaration that contradicts it.
+        (b"\xef\xbb\xbf" + titled("café".encode(), b'<?xml version="1.0" encoding="latin-1"?>'),
+         {}, "café"),
+        # UTF-16 with a BOM, and without one.
+        (titled("日本".encode("utf-8")).decode().encode("utf-16"), {}, "日本"),
+        (titled("日本".encode("utf-8")).decode().encode("utf-16-be"), {}, "日本"),
+        # Undeclared and invalid UTF-8: Windows-1252, as browsers read it.
+        (titled(b"caf\xe9 \x80"), {}, "café €"),
+        # UTF-8 with one stray byte stays UTF-8, the byte replaced.
+        (titled("über".encode() + b" \xff"), {}, "über \ufffd"),
+        # An unknown or non-text charset is ignored.
+        (titled("ok".encode(), b'<?xml version="1.0" encoding="x-klingon"?>'),
+         {"Content-Type": "text/xml; charset=hex"}, "ok"),
+        # Blank lines and a BOM before the declaration.
+        (b"\n \r\n" + titled("fine".encode(), b'<?xml version="1.0" encoding="utf-8"?>'), {},
+         "fine"),
+    ],
+)  # fmt: skip
+def test_encodings_as_real_sites_send_them(
+    body: bytes, headers: dict[str, str], title: str
+) -> None:
+    assert one(body, headers=headers).title == title
+
+
+def test_html_entities_and_bare_ampersands_are_read_not_dropped() -> None:
+    body = titled(b"Caf&eacute; &amp; Bar&nbsp;&mdash; AT&T &bogus; &#8217;")
+
+    assert one(body).title == "Café & Bar — AT&T &bogus; ’"
+
+
+def test_cdata_is_taken_as_written_when_the_document_is_repaired() -> None:
+    body = rss(
+        "<item><title>Fish &chips;</title><link>https://example.org/a</link><description>"
+        "<![CDATA[<p>Tom &amp; Jerry &copy;</p>]]></description></item>"
+    )
+
+    entry = one(body)
+
+    assert (entry.title, entry.summary) == ("Fish &chips;", "Tom & Jerry ©")
+
+
+def test_a_document_lxml_cannot_root_goes_to_feedparser() -> None:
+    body = b"garbage first " + rss(
+        "<item><title>Saved</title><link>https://e.example/s</link></item>"
+    )
+
+    assert one(body).title == "Saved"
+
+
+def test_rss_in_a_namespace_and_items_outside_the_channel() -> None:
+    userland = (
+        b'<rss version="2.0" xmlns="http://backend.userland.com/rss2"><channel><title>U</title>'
+        b"<item><title>Namespaced</title><link>https://u.example/1</link></item></channel></rss>"
+    )
+    old = (
+        b'<rss version="0.91"><channel><title>O</title></channel>'
+        b"<item><title>Beside</title><link>https://o.example/1</link></item></rss>"
+    )
+
+    assert one(userland).title == "Namespaced"
+    assert one(old).title == "Beside"
+
+
+def test_rdf_items_inside_the_channel_are_read_too() -> None:
+    body = (
+        b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+        b'xmlns="http://my.netscape.com/rdf/simple/0.9/"><channel><title>C</title>'
+        b"<item><title>In</title><link>https://c.example/in</link></item></channel>"
+        b"<item><title>Out</title><link>https://c.example/out</link></item></rdf:RDF>"
+    )
+
+    parsed = parse_feed(body, url="https://c.example/rdf", now=NOW)
+
+    assert sorted(e.title for e in parsed.entries) == ["In", "Out"]
+
+
+def test_atom_text_constructs_are_read_by_their_type() -> None:
+    body = atom(
+        '<entry><id>1</id><title type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml">'
+        "A <b>bold</b> &amp; <i>brave</i> title</div></title>"
+        '<summary type="text">&lt;p&gt; is a tag</summary></entry>'
+        '<entry><id>2</id><title type="html">&lt;em&gt;Escaped&lt;/em&gt; &amp;amp; more</title>'
+        '<content type="image/png">iVBORw0KGgo=</content></entry>'
+        '<entry><id>3</id><title>Out of line</title><content src="https://e.example/x" '
+        'type="text/html"/><summary type="html">&lt;p&gt;Said here&lt;/p&gt;</summary></entry>'
+    )
+
+    first, second, third = parse_feed(body, url="https://example.org/feed", now=NOW).entries
+
+    assert (first.title, first.summary) == ("A bold & brave title", "<p> is a tag")
+    assert (second.title, second.summary) == ("Escaped & more", "")
+    assert third.summary == "Said here"
+
+
+def test_deep_nesting_fails_that_feed_quickly_and_plainly() -> None:
+    body = rss("<item><title>x</title>" + "<a>" * 100_000 + "</a>" * 100_000 + "</item>")
+
+    try:
+        entries = parse_feed(body, url="https://example.org/feed", now=NOW).entries
+    except ParseError as error:
+        assert "not a feed" in str(error)
+    else:
+        assert [e.title for e in entries] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Tue, 25 Mar 2025 10:00:00 GMT", datetime(2025, 3, 25, 10, tzinfo=UTC)),
+        ("Tue, 25 Mar 2025 10:00:00 +0100", datetime(2025, 3, 25, 9, tzinfo=UTC)),
+        ("25 Mar 2025 10:00 EST", datetime(2025, 3, 25, 15, tzinfo=UTC)),
+        ("Tue, 25 Mar 25 10:00:00 GMT", datetime(2025, 3, 25, 10, tzinfo=UTC)),
+        ("Tue, 25 March 2025 10:00:00 +01:00", datetime(2025, 3, 25, 9, tzinfo=UTC)),
+        ("2025-03-25T10:00:00Z", datetime(2025, 3, 25, 10, tzinfo=UTC)),
+        ("2025-03-25T10:00:00.123456+02:00", datetime(2025, 3, 25, 8, tzinfo=UTC)),
+        ("2025-03-25t10:00:00z", datetime(2025, 3, 25, 10, tzinfo=UTC)),
+        ("2025-03-25 10:00:00 +0000", datetime(2025, 3, 25, 10, tzinfo=UTC)),
+        ("2025-03-25", datetime(2025, 3, 25, tzinfo=UTC)),
+        ("2025-03", datetime(2025, 3, 1, tzinfo=UTC)),
+        ("2025/3/25 14:33:00", datetime(2025, 3, 25, 14, 33, tzinfo=UTC)),
+        ("  Tue, 25 Mar 2025 10:00:00 GMT\n", datetime(2025, 3, 25, 10, tzinfo=UTC)),
+        ("Tue, 30 Feb 2025 10:00:00 GMT", None),
+        ("0000-01-01T00:00:00Z", None),
+        ("yesterday", None),
+        ("", None),
+    ],
+)
+def test_dates_in_the_shapes_feeds_write_them(value: str, expected: datetime | None) -> None:
+    assert dates.parse_date(value) == expected
+
+
+# Around the RFC 822 shape that the common path reads itself: days that do not exist, times
+# and zones out of range, the ends of datetime's range.
+RFC822_FITTING = [
+    ["Fri", "Sat", "Sun", "Mon", "Tue", "Wed", "Thu"],
+    ["28", "01", "29", "30", "31", "00", "32", "99"],
+    ["Mar", "Feb", "Dec", "Oct"],
+    ["2025", "2024", "2100", "1899", "1000", "9999"],
+    ["10:00:00", "23:59:59", "00:00:00", "24:00:00", "12:60:00", "12:00:60", "99:99:99"],
+    ["GMT", "UTC", "Z", "+0000", "-1200", "+1400", "+0530", "-0060", "+9999", "-9999"],
+]
+
+
+@settings(max_examples=500)
+@given(st.tuples(*(st.sampled_from(choices) for choices in RFC822_FITTING)))
+def test_the_common_rfc822_path_is_the_general_one(fields: tuple[str, ...]) -> None:
+    value = f"{fields[0]}, " + " ".join(fields[1:])
+    match = dates._COMMON_RFC822.fullmatch(value)
+
+    assert match is not None
+    assert dates._common_rfc822(match) == dates._rfc822(value)
+
+
+def test_no_private_feedparser_name_is_used() -> None:
+    source = Path(__file__).parents[1] / "src" / "digest"
+    for path in source.rglob("*.py"):
+        code = path.read_text("utf-8")
+        assert "from feedparser." not in code and "feedparser._" not in code, path
