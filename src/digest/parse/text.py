@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import nh3
 
@@ -20,20 +20,27 @@ _NONCHARACTERS = (
     *range(0xFDD0, 0xFDF0),
     *(plane * 0x10000 + low for plane in range(17) for low in (0xFFFE, 0xFFFF)),
 )
-# C0/C1 controls and lone surrogates (JSON escapes can carry them; they cannot be encoded).
-_CONTROLS = (*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000))
+# C0 controls and lone surrogates (JSON escapes can carry them; they cannot be encoded).
+_CONTROLS = (*range(0x20), 0x7F, *range(0xD800, 0xE000))
+# C1 controls never mean themselves in feed text: they are Windows-1252 punctuation (an en
+# dash written as &#150;, a curly quote as byte 0x92) that went through a Latin-1 step, and
+# browsers read them so. The five bytes Windows-1252 leaves undefined are dropped.
+_C1_AS_WINDOWS_1252 = {
+    cp: None if char == "\ufffd" else char
+    for cp in range(0x80, 0xA0)
+    for char in [bytes([cp]).decode("cp1252", "replace")]
+}
 # Plain text loses the controls, the bidi controls, the noncharacters and the invisible
 # byte-order mark (some of these are invalid in XML, the others reorder or hide text); the
 # spacing controls (tab, newline, ...) are left for str.split to fold.
-_DROP = {cp: None for cp in _CONTROLS if not chr(cp).isspace()} | {
-    ord(c): None for c in _BIDI_CONTROLS + "\ufeff"
-}
-_DROP |= dict.fromkeys(_NONCHARACTERS)
+_DROP: dict[int, str | None] = {cp: None for cp in _CONTROLS if not chr(cp).isspace()}
+_DROP |= {ord(c): None for c in _BIDI_CONTROLS + "\ufeff"} | dict.fromkeys(_NONCHARACTERS)
+_DROP |= _C1_AS_WINDOWS_1252
 # In HTML tab, newline and carriage return are ordinary; other spacing controls become spaces.
 # Bidi controls stay: right-to-left prose needs them, and a block of HTML bounds their reach.
 _HTML_CONTROLS = {
     cp: " " if chr(cp).isspace() else None for cp in _CONTROLS if chr(cp) not in "\t\n\r"
-}
+} | _C1_AS_WINDOWS_1252
 
 
 class _Translation:
@@ -52,7 +59,7 @@ class _Translation:
         mapped = {cp: new for cp, new in ascii_map.items() if new is not None}
         self.ascii_table = bytes.maketrans(bytes(mapped), "".join(mapped.values()).encode())
         self.ascii_delete = bytes(cp for cp, new in ascii_map.items() if new is None)
-        self.pattern = re.compile("[" + "".join(re.escape(chr(cp)) for cp in table) + "]")
+        self.pattern = re.compile("[" + "".join(_ranges(sorted(table))) + "]")
 
     def __call__(self, text: str) -> str:
         if text.isascii():
@@ -63,17 +70,20 @@ class _Translation:
         return self.table[ord(match[0])] or ""
 
 
+def _ranges(code_points: list[int]) -> Iterator[str]:
+    """A regex character class body for sorted code points, runs written as ranges: a class of
+    two thousand single surrogates cost every search far more than two ranges do."""
+    start = previous = code_points[0]
+    for cp in [*code_points[1:], -1]:
+        if cp != previous + 1:
+            yield re.escape(chr(start)) + (
+                "-" + re.escape(chr(previous)) if previous > start else ""
+            )
+            start = cp
+        previous = cp
+
+
 drop_controls = _Translation(_DROP)
-# C1 controls never mean themselves in feed text: they are Windows-1252 punctuation (an en
-# dash written as &#150;, a curly quote as byte 0x92) that went through a Latin-1 step, and
-# browsers read them so. The five bytes Windows-1252 leaves undefined stay controls.
-windows_1252_c1 = _Translation(
-    {
-        cp: char
-        for cp in range(0x80, 0xA0)
-        if (char := bytes([cp]).decode("cp1252", "replace")) != "\ufffd"
-    }
-)
 _drop_html_controls = _Translation(_HTML_CONTROLS)
 _ASCII_SPACES = "".join(c for c in map(chr, range(0x80)) if c.isspace())
 _ASCII_SPACES_TO_SPACE = bytes.maketrans(_ASCII_SPACES.encode(), b" " * len(_ASCII_SPACES))

@@ -18,7 +18,8 @@ for _known in (urllib.parse.uses_relative, urllib.parse.uses_netloc):
         _known.append("gemini")
 
 _URL_SPACE = re.compile(r"\s")
-_URL_DROP = dict(drop_controls.table) | {ord(c): None for c in "\t\n\r"}
+# Every character plain text loses or replaces is dropped from URLs, and tab, CR and LF too.
+_URL_DROP = dict.fromkeys([*drop_controls.table, *map(ord, "\t\n\r")])
 
 
 def _visible_ascii_but(excluded: str) -> str:

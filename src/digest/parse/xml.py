@@ -24,7 +24,6 @@ from typing import Any
 from lxml import etree
 
 from digest.parse.entry import ParseError
-from digest.parse.text import windows_1252_c1
 from digest.parse.urls import join_base, resolve
 
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
@@ -238,7 +237,7 @@ def base_of(element: Any, inherited: str) -> str:
 
 def inner_text(element: Any) -> str:
     """All the text inside element, as written (markup in it is taken for text's sake)."""
-    return windows_1252_c1("".join(element.itertext()) if len(element) else element.text or "")
+    return "".join(element.itertext()) if len(element) else element.text or ""
 
 
 def inner_markup(element: Any) -> str:
@@ -247,11 +246,11 @@ def inner_markup(element: Any) -> str:
     For the HTML that some feeds put unescaped into a description, and for Atom's xhtml.
     """
     if not len(element):
-        return windows_1252_c1(element.text or "")
+        return element.text or ""
     parts = [element.text or ""]
     parts.extend(
         etree.tostring(child, encoding=str, with_tail=True)
         for child in element
         if isinstance(child.tag, str)
     )
-    return windows_1252_c1("".join(parts))
+    return "".join(parts)
