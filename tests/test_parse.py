@@ -849,17 +849,17 @@ def titled(title: bytes, declaration: bytes = b'<?xml version="1.0"?>') -> bytes
         (b"\xef\xbb\xbf" + titled("café".encode(), b'<?xml version="1.0" encoding="latin-1"?>'),
          {}, "café"),
         # UTF-16 with a BOM, and without one.
-        (titled("日本".encode("utf-8")).decode().encode("utf-16"), {}, "日本"),
-        (titled("日本".encode("utf-8")).decode().encode("utf-16-be"), {}, "日本"),
+        (titled("日本".encode()).decode().encode("utf-16"), {}, "日本"),
+        (titled("日本".encode()).decode().encode("utf-16-be"), {}, "日本"),
         # Undeclared and invalid UTF-8: Windows-1252, as browsers read it.
         (titled(b"caf\xe9 \x80"), {}, "café €"),
         # UTF-8 with one stray byte stays UTF-8, the byte replaced.
         (titled("über".encode() + b" \xff"), {}, "über \ufffd"),
         # An unknown or non-text charset is ignored.
-        (titled("ok".encode(), b'<?xml version="1.0" encoding="x-klingon"?>'),
+        (titled(b"ok", b'<?xml version="1.0" encoding="x-klingon"?>'),
          {"Content-Type": "text/xml; charset=hex"}, "ok"),
         # Blank lines and a BOM before the declaration.
-        (b"\n \r\n" + titled("fine".encode(), b'<?xml version="1.0" encoding="utf-8"?>'), {},
+        (b"\n \r\n" + titled(b"fine", b'<?xml version="1.0" encoding="utf-8"?>'), {},
          "fine"),
     ],
 )  # fmt: skip
