@@ -136,7 +136,7 @@ def shorten(text: str, words: int | None, chars: int) -> str:
 
 
 # The first slice of HTML read for a blurb; doubled until it yields enough text.
-_BLURB_SLICE = 2048
+_BLURB_SLICE = 4096
 _TABLE = re.compile("<table", re.IGNORECASE)
 
 
@@ -150,7 +150,7 @@ def html_blurb(fragment: str) -> str:
     is the same. Proven equal to the whole-article path in tests/test_parse.py.
     """
     size = _BLURB_SLICE
-    while size < len(fragment):
+    while size * 2 < len(fragment):  # a slice near the whole would cost as much, and may fail
         piece = fragment[:size]
         if _TABLE.search(piece):
             break  # a parser moves text found inside a table before it: later text comes first
