@@ -187,20 +187,31 @@ def _message(error: etree.XMLSyntaxError) -> str:
     return str(error.msg or error).strip()
 
 
-# Outside CDATA sections: an ampersand that starts no reference, or a named reference that XML
-# does not define (&nbsp;, &eacute;, ... from HTML).
-_REPAIRABLE = re.compile(r"<!\[CDATA\[.*?\]\]>|&(?!#[0-9]+;|#x[0-9a-fA-F]+;)([A-Za-z0-9]+;)?", re.S)
+# An ampersand that starts no reference, or a named reference that XML does not define
+# (&nbsp;, &eacute;, ... from HTML).
+_REPAIRABLE = re.compile(r"&(?!#[0-9]+;|#x[0-9a-fA-F]+;)([A-Za-z0-9]+;)?")
 _XML_ENTITIES = frozenset({"amp;", "lt;", "gt;", "quot;", "apos;"})
 
 
 def _repair(text: str) -> str:
-    return _REPAIRABLE.sub(_repair_one, text) if "&" in text else text
+    """text with its ampersands made XML, outside CDATA sections (their text is taken as
+    written). The sections are found with str.find, not a regex: an unclosed one must not
+    cost a scan to the end for every opener after it."""
+    if "&" not in text:
+        return text
+    parts = []
+    i = 0
+    while (start := text.find("<![CDATA[", i)) >= 0:
+        end = text.find("]]>", start)
+        end = len(text) if end < 0 else end + 3
+        parts += (_REPAIRABLE.sub(_repair_one, text[i:start]), text[start:end])
+        i = end
+    parts.append(_REPAIRABLE.sub(_repair_one, text[i:]))
+    return "".join(parts)
 
 
 def _repair_one(match: re.Match[str]) -> str:
     name = match[1]
-    if match[0].startswith("<"):
-        return match[0]  # a CDATA section: its text is taken as written
     if name is None:
         return "&amp;"
     if name in _XML_ENTITIES:
