@@ -837,6 +837,9 @@ def titled(title: bytes, declaration: bytes = b'<?xml version="1.0"?>') -> bytes
         # The HTTP charset names it, the declaration does not.
         (titled("Grüße".encode("iso-8859-15")), {"Content-Type": "text/xml; charset=ISO-8859-15"},
          "Grüße"),
+        # The server says UTF-8 but the bytes are not: the declaration says what they are.
+        (titled("Grüße".encode("latin-1"), b'<?xml version="1.0" encoding="ISO-8859-1"?>'),
+         {"Content-Type": "application/rss+xml; charset=utf-8"}, "Grüße"),
         # The server says Latin-1 but the bytes are valid UTF-8: no mojibake.
         (titled("naïve — ok".encode()), {"Content-Type": "application/rss+xml; charset=iso-8859-1"},
          "naïve — ok"),
@@ -858,7 +861,7 @@ def titled(title: bytes, declaration: bytes = b'<?xml version="1.0"?>') -> bytes
         # An unknown or non-text charset is ignored.
         (titled(b"ok", b'<?xml version="1.0" encoding="x-klingon"?>'),
          {"Content-Type": "text/xml; charset=hex"}, "ok"),
-        # Blank lines and a BOM before the declaration.
+        # Blank lines before the declaration.
         (b"\n \r\n" + titled(b"fine", b'<?xml version="1.0" encoding="utf-8"?>'), {},
          "fine"),
     ],

@@ -71,7 +71,7 @@ def decode(body: bytes, charset: str | None) -> str:
     declared = _DECLARED_ENCODING.match(body)
     for label in (charset, declared[1].decode() if declared else None):
         codec = _codec(label)
-        if codec is not None and codec != "utf-8":
+        if codec is not None and codec != "utf_8":
             return body.decode("cp1252" if codec in _AS_WINDOWS_1252 else codec, "replace")
     if _UTF8_SEQUENCE.search(body):
         return body.decode("utf-8", "replace")
@@ -199,7 +199,7 @@ def _repair(text: str) -> str:
     cost a scan to the end for every opener after it."""
     if "&" not in text:
         return text
-    parts = []
+    parts: list[str] = []
     i = 0
     while (start := text.find("<![CDATA[", i)) >= 0:
         end = text.find("]]>", start)
