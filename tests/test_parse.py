@@ -840,6 +840,9 @@ def titled(title: bytes, declaration: bytes = b'<?xml version="1.0"?>') -> bytes
         # The server says UTF-8 but the bytes are not: the declaration says what they are.
         (titled("Grüße".encode("latin-1"), b'<?xml version="1.0" encoding="ISO-8859-1"?>'),
          {"Content-Type": "application/rss+xml; charset=utf-8"}, "Grüße"),
+        # The server's default Latin-1 over a document that declares its own encoding.
+        (titled("Цитата".encode("cp1251"), b'<?xml version="1.0" encoding="windows-1251"?>'),
+         {"Content-Type": "text/xml; charset=ISO-8859-1"}, "Цитата"),
         # The server says Latin-1 but the bytes are valid UTF-8: no mojibake.
         (titled("naïve — ok".encode()), {"Content-Type": "application/rss+xml; charset=iso-8859-1"},
          "naïve — ok"),

@@ -53,11 +53,17 @@ _DECLARED_ENCODING = re.compile(
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
 # The labels that browsers (WHATWG Encoding) read as Windows-1252, a superset of each.
 _AS_WINDOWS_1252 = frozenset({"latin_1", "ascii", "cp1252", "iso8859_1"})
+_SERVER_DEFAULTS = _AS_WINDOWS_1252 | {"utf_8"}
 
 
 def decode(body: bytes, charset: str | None) -> str:
     """The document's text, from its BOM, else its bytes (UTF-8 when they are valid UTF-8),
-    else the HTTP charset, else the XML declaration, else Windows-1252."""
+    else the HTTP charset, else the XML declaration, else Windows-1252.
+
+    An HTTP charset of UTF-8 or of the Latin-1 family gives way to a declaration that names
+    another encoding: those are the defaults web servers add to whatever they serve, while
+    the declaration was written by the program that encoded the document.
+    """
     for bom, name in _BOMS:
         if body.startswith(bom):
             return body[len(bom) :].decode(name, "replace")
@@ -69,8 +75,10 @@ def decode(body: bytes, charset: str | None) -> str:
     except UnicodeDecodeError:
         pass
     declared = _DECLARED_ENCODING.match(body)
-    for label in (charset, declared[1].decode() if declared else None):
-        codec = _codec(label)
+    served, written = _codec(charset), _codec(declared[1].decode() if declared else None)
+    if served in _SERVER_DEFAULTS and written is not None:
+        served = None
+    for codec in (served, written):
         if codec is not None and codec != "utf_8":
             return body.decode("cp1252" if codec in _AS_WINDOWS_1252 else codec, "replace")
     if _UTF8_SEQUENCE.search(body):
