@@ -1,9 +1,14 @@
-"""The feeds every benchmarked system polls: deterministic RSS served from a separate process.
+"""The feeds every benchmarked system polls, served from a separate process: deterministic
+synthetic RSS, or the real published feeds of `../shared/realfeeds` (issue 12), cycled.
 
 The server runs in its own process so that it never competes for the poller's event loop,
 and listens on several ports of 127.0.0.1: each port is its own origin, so a poller's
 per-host politeness limit (digest's `fetch.per_host`, default 2) applies as it would across
 many real sites, not as if 1,000 feeds lived on one host.
+
+What the feeds hold is a `Source`: synthetic RSS of N entries per feed, or the real feeds'
+files, feed i serving file i mod N as bytes untouched, with the media type of its format and
+no charset (the body's own declaration counts, as it would from a static file server).
 
 Two modes, switched through a control URL between phases:
 - "etag": 200 with ETag and Last-Modified, 304 to a matching conditional request;
@@ -17,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import urllib.request
 from dataclasses import dataclass
@@ -24,11 +30,25 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from html import escape
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
 MODES = ("etag", "noetag")
+SYNTHETIC_TYPE = "application/rss+xml; charset=utf-8"
+# Beside the project: the real feeds are third-party content, read in place, never copied.
+# DIGEST_REAL_FEEDS names another folder (as for bench.realfeeds_check).
+REAL_FEEDS = Path(
+    os.environ.get("DIGEST_REAL_FEEDS") or Path(__file__).resolve().parents[2] / "shared/realfeeds"
+)
+NOT_FEEDS = {"MANIFEST.tsv", "README.md"}
+REAL_TYPES = {
+    ".rss": "application/rss+xml",
+    ".atom": "application/atom+xml",
+    ".rdf": "application/rdf+xml",
+    ".json": "application/feed+json",
+}
 LAST_MODIFIED = "Fri, 28 Mar 2025 12:00:00 GMT"
 _NEWEST = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
 
@@ -92,6 +112,58 @@ def _item(rng: random.Random, site: str, post: int, published: datetime) -> str:
 
 
 @dataclass(frozen=True)
+class RealFeed:
+    name: str
+    body: bytes
+    content_type: str
+
+
+def real_feeds(folder: Path = REAL_FEEDS) -> list[RealFeed]:
+    """The real feeds in `folder`, by file name; exits with a message if there are none."""
+    found = folder.iterdir() if folder.is_dir() else []
+    paths = sorted(path for path in found if path.is_file() and path.name not in NOT_FEEDS)
+    if not paths:
+        raise SystemExit(
+            f"no real feeds in {folder} ({'empty' if folder.is_dir() else 'missing'}): the "
+            "real-feeds benchmark reads ../shared/realfeeds beside the project (see its "
+            "README.md); point --real-feeds or DIGEST_REAL_FEEDS at another folder, or run "
+            "--phase synthetic"
+        )
+    return [
+        RealFeed(path.name, body := path.read_bytes(), _real_type(path, body)) for path in paths
+    ]
+
+
+def _real_type(path: Path, body: bytes) -> str:
+    kind = REAL_TYPES.get(path.suffix, "application/xml")  # digest sniffs the body
+    if kind == "application/feed+json":
+        try:
+            version = json.loads(body).get("version")
+        except (ValueError, AttributeError):  # not JSON, or not an object: let the poller say
+            version = None
+        if not (isinstance(version, str) and "jsonfeed.org/version" in version):
+            return "application/json"  # JSON, but not JSON Feed (e.g. Scripting News' RSS as JSON)
+    return kind
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the feeds serve: synthetic RSS of `entries` items each, or with `real` set, the
+    real feeds of that folder cycled (feed i serves file i mod N). Picklable: the server
+    process builds the bodies."""
+
+    entries: int = 50
+    real: Path | None = None
+
+    def bodies(self, feeds: int) -> list[tuple[bytes, str]]:
+        """(body, Content-Type) of each feed."""
+        if self.real is None:
+            return [(feed_body(index, self.entries), SYNTHETIC_TYPE) for index in range(feeds)]
+        files = [(feed.body, feed.content_type) for feed in real_feeds(self.real)]
+        return [files[index % len(files)] for index in range(feeds)]
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """Where the feeds are; picklable, so each benchmarked process gets a copy."""
 
@@ -124,8 +196,10 @@ class ServerInfo:
 
 
 class _Feeds:
-    def __init__(self, feeds: int, entries: int) -> None:
-        self.bodies = [feed_body(index, entries) for index in range(feeds)]
+    def __init__(self, feeds: int, source: Source) -> None:
+        served = source.bodies(feeds)
+        self.bodies = [body for body, _kind in served]
+        self.kinds = [{"Content-Type": kind} for _body, kind in served]
         self.etags = [f'"{hashlib.sha1(body).hexdigest()[:20]}"' for body in self.bodies]
         self.mode = "etag"
         self.counts: dict[str, int] = {}
@@ -140,7 +214,7 @@ class _Feeds:
         except (ValueError, IndexError):
             self._count(404)
             raise web.HTTPNotFound() from None
-        kind = {"Content-Type": "application/rss+xml; charset=utf-8"}
+        kind = self.kinds[index]
         if self.mode == "noetag":
             self._count(200)
             return web.Response(body=body, headers=kind)
@@ -166,8 +240,8 @@ class _Feeds:
         return web.json_response(self.counts)
 
 
-async def _serve(feeds: int, entries: int, ports: int, conn: Connection) -> None:
-    state = _Feeds(feeds, entries)
+async def _serve(feeds: int, source: Source, ports: int, conn: Connection) -> None:
+    state = _Feeds(feeds, source)
     app = web.Application()
     app.add_routes(
         [
@@ -185,23 +259,23 @@ async def _serve(feeds: int, entries: int, ports: int, conn: Connection) -> None
     await asyncio.Event().wait()  # until the benchmark terminates this process
 
 
-def _serve_forever(feeds: int, entries: int, ports: int, conn: Connection) -> None:
-    asyncio.run(_serve(feeds, entries, ports, conn))
+def _serve_forever(feeds: int, source: Source, ports: int, conn: Connection) -> None:
+    asyncio.run(_serve(feeds, source, ports, conn))
 
 
 class FeedServer:
     """Runs the server process for the length of a `with` block."""
 
-    def __init__(self, feeds: int, entries: int, ports: int) -> None:
-        self._args = (feeds, entries, ports)
+    def __init__(self, feeds: int, source: Source, ports: int) -> None:
+        self._args = (feeds, source, ports)
         self._process: multiprocessing.process.BaseProcess | None = None
         self.info: ServerInfo | None = None
 
     def __enter__(self) -> ServerInfo:
-        feeds, entries, ports = self._args
+        feeds, source, ports = self._args
         receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
         process = multiprocessing.get_context("spawn").Process(
-            target=_serve_forever, args=(feeds, entries, ports, send), daemon=True
+            target=_serve_forever, args=(feeds, source, ports, send), daemon=True
         )
         process.start()
         self._process = process

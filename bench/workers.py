@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from bench.feeds_server import FeedServer, ServerInfo
+from bench.feeds_server import FeedServer, ServerInfo, Source
 from bench.pg import postgres, postmaster_pid
 from bench.poll import REPO, PeakMemory
 from bench.systems import _digest_config
@@ -246,7 +246,7 @@ def main() -> None:
     )
     tries: list[list[Run]] = [[] for _ in plan]
     with (
-        FeedServer(args.feeds, args.entries, args.ports) as info,
+        FeedServer(args.feeds, Source(args.entries), args.ports) as info,
         tempfile.TemporaryDirectory(prefix="bench-workers-") as workdir,
         postgres() as server,
     ):
