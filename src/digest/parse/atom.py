@@ -29,7 +29,7 @@ from digest.parse.text import (
     shorten,
 )
 from digest.parse.urls import absolute_url, resolve
-from digest.parse.xml import base_of, inner_markup, inner_text
+from digest.parse.xml import base_of, first_children, inner_markup, inner_text
 
 ATOM_NAMESPACES = frozenset({"http://www.w3.org/2005/Atom", "http://purl.org/atom/ns#"})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
@@ -57,7 +57,7 @@ def read_atom(root: Any, ns: str, *, base: str, now: datetime) -> ParsedFeed:
     """A `<feed>` document in one of the two Atom namespaces."""
     tags = _Tags(ns)
     base = base_of(root, base)
-    fields = _children(root, tags)
+    fields = first_children(root)
     feed_author = _author(fields, tags)
     entries = []
     for element in root.iterchildren(tags.entry):
@@ -72,21 +72,11 @@ def read_atom(root: Any, ns: str, *, base: str, now: datetime) -> ParsedFeed:
     )
 
 
-def _children(element: Any, tags: _Tags) -> dict[str, Any]:
-    """Each Atom child element by tag, the first of each name; entries are read apart."""
-    fields: dict[str, Any] = {}
-    for child in element:
-        tag = child.tag
-        if isinstance(tag, str) and tag not in fields and tag != tags.entry:
-            fields[tag] = child
-    return fields
-
-
 def _read_entry(
     element: Any, tags: _Tags, *, base: str, feed_author: str | None, now: datetime
 ) -> ParsedEntry | None:
     base = base_of(element, base)
-    fields = _children(element, tags)
+    fields = first_children(element)
     id_element = fields.get(tags.id)
     entry_id = inner_text(id_element).strip() if id_element is not None else ""
     if entry_id:

@@ -22,7 +22,14 @@ from digest.parse.entry import ParsedEntry, ParsedFeed, make_entry
 from digest.parse.media import media_blurb
 from digest.parse.text import clean_text, html_blurb, html_to_text
 from digest.parse.urls import absolute_url, resolve
-from digest.parse.xml import base_of, inner_markup, inner_text, local_name, namespace
+from digest.parse.xml import (
+    base_of,
+    first_children,
+    inner_markup,
+    inner_text,
+    local_name,
+    namespace,
+)
 
 ATOM = "http://www.w3.org/2005/Atom"
 CONTENT = "http://purl.org/rss/1.0/modules/content/"
@@ -57,7 +64,7 @@ def read_channel(
 ) -> ParsedFeed:
     """The feed from its channel element, and its items: RSS and RDF alike."""
     tags = _Tags(ns)
-    fields = _first_children(channel) if channel is not None else {}
+    fields = first_children(channel) if channel is not None else {}
     feed_author = _author(fields, tags)
     entries = []
     for item in items:
@@ -86,21 +93,11 @@ class _Tags:
         self.managing_editor = prefix + "managingEditor"
 
 
-def _first_children(element: Any) -> dict[str, Any]:
-    """Each child element by tag, the first of each name (as feed readers read repeats)."""
-    fields: dict[str, Any] = {}
-    for child in element:
-        tag = child.tag
-        if isinstance(tag, str) and tag not in fields:
-            fields[tag] = child
-    return fields
-
-
 def _read_item(
     item: Any, tags: _Tags, *, base: str, feed_author: str | None, now: datetime
 ) -> ParsedEntry | None:
     base = base_of(item, base)
-    fields = _first_children(item)
+    fields = first_children(item)
     title = fields.get(tags.title)
     if title is None:
         title = fields.get(_DC_TITLE)

@@ -243,6 +243,16 @@ def namespace(element: Any) -> str | None:
     return tag[1:].partition("}")[0] if isinstance(tag, str) and tag.startswith("{") else None
 
 
+def first_children(element: Any) -> dict[str, Any]:
+    """Each child element by tag, the first of each name (as feed readers read repeats)."""
+    fields: dict[str, Any] = {}
+    for child in element:
+        tag = child.tag
+        if isinstance(tag, str) and tag not in fields:
+            fields[tag] = child
+    return fields
+
+
 def base_of(element: Any, inherited: str) -> str:
     """The base URI inside element: its xml:base resolved against the one it inherits."""
     value = element.get(XML_BASE)
