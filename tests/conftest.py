@@ -1,5 +1,12 @@
 """Shared fixtures: a real database (an SQLite file, and a PostgreSQL database on a throwaway
-server), migrated to head, and entries built like the parser's."""
+server), migrated to head, and entries built like the parser's; the end-to-end harness's
+fixtures (tests/daemon_harness.py); and the order tests run in.
+
+Under pytest-xdist (`make test` runs the tests in a worker per core and one more) each worker is
+a process with its own PostgreSQL server (a session fixture), its own temporary folders and a
+block of free ports of its own (tests/gemini_servers.py): no two tests share a port, a file or
+a database.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,15 @@ from digest.config import FeedSettings
 from digest.parse import ParsedEntry
 from digest.store import Store, sync_feeds
 from tests.pg import PostgresServer, postgres_server
+
+pytest_plugins = ["tests.daemon_harness"]  # its `server` and `site` fixtures
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long end-to-end tests (marked slow) first: each idle xdist worker takes the next
+    test, so the long ones are spread over the workers from the start and none is left to
+    the end while the others sit idle. A stable sort: the order is otherwise the files'."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import random
 import socket
 import ssl
 import subprocess
@@ -80,11 +82,30 @@ def make_certificate(
     return Certificate(certfile, keyfile, key, "SHA256:" + hashlib.sha256(spki).hexdigest())
 
 
+# Under pytest-xdist, worker gwN draws its ports from a block of its own below the kernel's
+# ephemeral ports (32768 and up on Linux), so that no other worker, and no outgoing
+# connection, can take a port between a test asking for it and a server binding it.
+_WORKER_PORTS = 400
+_WORKER_PORTS_FROM = 20000
+_port_draws = random.Random()  # its own: tests may seed the global one
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (nor will, from another test worker)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        low = _WORKER_PORTS_FROM + _WORKER_PORTS * (int(worker[2:]) % 30)
+        for port in _port_draws.sample(range(low, low + _WORKER_PORTS), _WORKER_PORTS):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        given: int = sock.getsockname()[1]
+        return given
 
 
 @contextmanager

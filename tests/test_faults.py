@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 
 from digest.cli import cli
-from tests.test_daemon import FeedServer, Site, check_site_files, wait_for
+from tests.daemon_harness import FeedServer, Site, check_site_files, wait_for
+
+pytestmark = pytest.mark.slow
 
 NOBODY = 65534
 
@@ -45,13 +47,6 @@ def world_site() -> Iterator[Site]:
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o755)
     subprocess.run(["rm", "-rf", str(top)], check=True)
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    made = Site(tmp_path, feeds=[])
-    yield made
-    made.cleanup()
 
 
 def file_feeds(site: Site, feeds: FeedServer, *names: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import socket
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from tests.fetch_servers import (
     raw_server,
     web_server,
 )
+from tests.gemini_servers import free_port
 
 RSS = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
 LOCAL = FetchLimits(allow_private_networks=True)
@@ -347,10 +347,7 @@ def test_expires_sets_fresh_until(server: HTTPServer) -> None:
 
 
 def test_connection_refused_is_an_error_without_status() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # The socket is closed: nothing listens on that port now.
+    port = free_port()  # nothing listens there (nor will, from another test worker)
 
     result = fetch(f"http://127.0.0.1:{port}/feed")
 

@@ -1,4 +1,7 @@
-"""Roles: any number of pollers, one publisher at a time, and a standby that takes over."""
+"""Roles: any number of pollers, one publisher at a time, and a standby that takes over.
+
+The feed server (the `server` fixture) is the daemon tests' harness, tests/daemon_harness.py.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ import pytest
 from sqlalchemy import select
 
 from digest.store import EditionRow, Store
-from tests.test_daemon import DIGEST, FeedServer, server, wait_for
+from tests.daemon_harness import DIGEST, FeedServer, wait_for
 
-__all__ = ["server"]  # the fixture, re-used from the daemon tests
+pytestmark = pytest.mark.slow
 
 
 class Node:

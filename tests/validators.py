@@ -24,7 +24,7 @@ import pytest
 from lxml import etree
 
 REPO = Path(__file__).resolve().parents[1]
-ATOM_RNG = Path("/work/shared/schemas/atom.rng")
+ATOM_RNG = Path(__file__).resolve().parent / "schemas" / "atom.rng"  # RFC 4287, Appendix B
 VNU_JAR = REPO / ".tools" / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
 
 

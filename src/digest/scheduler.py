@@ -181,6 +181,8 @@ class Daemon:
                 self._reload_requested = False
                 self._config_stamp = stamp
                 self.reload()
+            else:
+                log.debug("config file unchanged since it was read: %s", self.config.path)
         self._stop()
 
     def reload(self) -> None:
