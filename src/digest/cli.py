@@ -14,23 +14,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy.exc import OperationalError
 
 from digest import __version__
-from digest.config import Config, ConfigError, load_config
-from digest.locks import LockBusy, daemon_lock, locked_database
-from digest.poll import Poller, PollSummary
-from digest.publish import build, publishing, render
-from digest.render import RenderError, RenderReport
-from digest.store import Store, UnknownFeed, feed_health, recent_entries, sync_feeds
-from digest.store.entries import DEFAULT_LIMIT
+
+# The stages are imported by the commands that run them: `digest --help` and `digest check`
+# need none of the database and HTTP stacks (about 1.5 s of CPU to import), and neither do
+# the parser processes of a poll, which import this module again as their parent's main.
+if TYPE_CHECKING:
+    from digest.config import Config
+    from digest.poll import PollSummary
+    from digest.render import RenderReport
+    from digest.store import Store
+
+DEFAULT_ENTRIES_LIMIT = 50  # `digest entries` without --limit
 
 EXIT_OK, EXIT_FEEDS_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -45,6 +45,8 @@ class App:
 
     @property
     def config(self) -> Config:
+        from digest.config import ConfigError, load_config
+
         try:
             return load_config(self.config_path)
         except ConfigError as error:
@@ -54,6 +56,8 @@ class App:
 
     @contextmanager
     def store(self, config: Config) -> Iterator[Store]:
+        from digest.store import Store, sync_feeds
+
         store = Store(config.database_url)
         try:
             store.upgrade()
@@ -112,6 +116,8 @@ def db() -> None:
 @pass_app
 def db_upgrade(app: App) -> None:
     """Upgrade the database schema to the newest version (digest also does this on start)."""
+    from digest.store import Store
+
     config = app.config
     store = Store(config.database_url)
     try:
@@ -177,6 +183,10 @@ def update(app: App) -> None:
 @pass_app
 def feeds(app: App, as_json: bool) -> None:
     """List the feeds and their health."""
+    from rich.table import Table
+
+    from digest.store import feed_health
+
     config = app.config
     with app.store(config) as store, store.reading() as session:
         health = feed_health(session)
@@ -211,7 +221,7 @@ def feeds(app: App, as_json: bool) -> None:
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    default=DEFAULT_LIMIT,
+    default=DEFAULT_ENTRIES_LIMIT,
     show_default=True,
     help="List at most this many entries.",
 )
@@ -219,6 +229,11 @@ def feeds(app: App, as_json: bool) -> None:
 @pass_app
 def entries_command(app: App, feed_name: str | None, limit: int, as_json: bool) -> None:
     """List the stored entries, newest first: what digest made of each feed."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from digest.store import UnknownFeed, recent_entries
+
     config = app.config
     with _busy_database(config), app.store(config) as store, store.reading() as session:
         try:
@@ -270,6 +285,7 @@ def run(app: App, log_format: str, log_level: str, role: str) -> None:
 
     SIGHUP (or saving feeds.yaml) reloads the config; SIGTERM stops it cleanly.
     """
+    from digest.locks import LockBusy, daemon_lock
     from digest.scheduler import configure_logging, run_daemon
 
     config = app.config
@@ -292,6 +308,7 @@ def run(app: App, log_format: str, log_level: str, role: str) -> None:
 def status(app: App, as_json: bool) -> None:
     """Say whether the daemon runs, when feeds were polled, which fail, and what closes next."""
     from digest.scheduler import site_status
+    from digest.store import Store
 
     config = app.config
     with _busy_database(config):
@@ -408,6 +425,8 @@ def serve(
 
 
 def _poll(store: Store, config: Config, every: bool) -> PollSummary:
+    from digest.poll import Poller
+
     poller = Poller(store, config.settings.fetch)
     with _progress("polling") as advance:
         summary = poller.run(every=every, progress=advance)
@@ -418,6 +437,8 @@ def _poll(store: Store, config: Config, every: bool) -> PollSummary:
 
 
 def _build(store: Store, config: Config, at: datetime | None) -> list[Any]:
+    from digest.publish import build
+
     editions = build(store, config.settings, at)
     for edition in editions:
         click.echo(f"closed {edition.path}: {edition.title}")
@@ -427,6 +448,9 @@ def _build(store: Store, config: Config, at: datetime | None) -> list[Any]:
 
 
 def _render(store: Store, config: Config, only: list[Any] | None) -> RenderReport:
+    from digest.publish import render
+    from digest.render import RenderError
+
     try:
         report = render(store, config.settings, only)
     except (OSError, RenderError) as error:
@@ -442,6 +466,9 @@ def _render(store: Store, config: Config, only: list[Any] | None) -> RenderRepor
 @contextmanager
 def _publishing(config: Config, exit_code: int = EXIT_OK) -> Iterator[None]:
     """Close and render one runner at a time; a runner that waited too long skips, not fails."""
+    from digest.locks import LockBusy
+    from digest.publish import publishing
+
     try:
         with publishing(config.settings):
             yield
@@ -453,6 +480,10 @@ def _publishing(config: Config, exit_code: int = EXIT_OK) -> Iterator[None]:
 @contextmanager
 def _busy_database(config: Config) -> Iterator[None]:
     """SQLite locked by another program past the busy timeout: one clear line, no traceback."""
+    from sqlalchemy.exc import OperationalError
+
+    from digest.locks import locked_database
+
     try:
         yield
     except OperationalError as error:
@@ -468,6 +499,8 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
     if not err.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn(label),
         BarColumn(),

@@ -135,7 +135,7 @@ def parse_or_error(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedF
     try:
         return parse_feed(body, url=url, headers=headers)
     except ParseError as error:
-        return f"not a feed: {error}"
+        return str(error)  # it says what it is: "not a feed: …", "refused: …"
     except Exception as error:  # a parser bug on one feed must not stop the others
         return f"parse failed: {type(error).__name__}: {error}"
 

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from digest.store.models import EntryRow, FeedRow
 
-DEFAULT_LIMIT = 50
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class UnknownFeed(LookupError):
 
 
 def recent_entries(
-    session: Session, *, feed: str | None = None, limit: int = DEFAULT_LIMIT
+    session: Session, *, feed: str | None = None, limit: int
 ) -> list[StoredEntry]:
     """The newest `limit` stored entries of the configured feeds, newest first.
 
