@@ -129,6 +129,18 @@ def test_missing_keys_and_bad_values(tmp_path: Path) -> None:
     assert len(problems) == 8
 
 
+def test_allowed_networks_are_networks(tmp_path: Path) -> None:
+    text = GOOD + "fetch:\n  allowed_networks: [192.168.1.20/32, 'fd00::/8']\n"
+    networks = load_config(write(tmp_path, text)).settings.fetch.allowed_networks
+    assert [str(network) for network in networks] == ["192.168.1.20/32", "fd00::/8"]
+
+    text = GOOD + "fetch:\n  allowed_networks: [192.168.1.20/24]\n"
+    line = textwrap.dedent(text).splitlines().index("  allowed_networks: [192.168.1.20/24]") + 1
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1
+    assert f":{line}: fetch.allowed_networks[0]: expected a network such as" in problems[0]
+
+
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, "site: [unclosed\nstreams: {}\n")
     assert len(problems) == 1 and "not valid YAML" in problems[0]

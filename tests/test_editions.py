@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from digest.config import FeedSettings, Settings, SiteSettings, StreamSettings
-from digest.editions import Edition, close_edition, edition_title, join_headlines, load_editions
+from digest.editions import (
+    Candidate,
+    Edition,
+    choose_items,
+    close_edition,
+    edition_title,
+    join_headlines,
+    load_editions,
+)
 from digest.parse import ParsedEntry
 from digest.publish import build
 from digest.store import EditionRow, EntryRow, Store, store_entries
@@ -84,6 +92,35 @@ def test_title_fills_the_pattern_and_drops_headlines_to_fit() -> None:
     )
     cut = edition_title(pattern, when, ["x" * 200], 60)
     assert len(cut) <= 60 and cut.startswith("Links 27/03/2025: xxx") and cut.endswith("…")
+
+
+def candidate(entry_id: int, canonical_url: str | None) -> Candidate:
+    return Candidate(
+        entry_id=entry_id,
+        source=f"Feed {entry_id}",
+        section="Leftovers",
+        title=f"Story {entry_id}",
+        link=canonical_url,
+        canonical_url=canonical_url,
+        blurb="",
+        published=T0 + timedelta(minutes=entry_id),
+        weight=0,
+    )
+
+
+def test_choose_items_keeps_each_story_once_and_none_published_before() -> None:
+    """The pure choice, without a database: the first teller of a story wins."""
+    told = [
+        candidate(1, "https://example.net/a"),
+        candidate(2, "https://example.net/b"),
+        candidate(3, "https://example.net/a"),  # the same story, told later by another feed
+        candidate(4, None),  # no canonical URL: never taken for another
+        candidate(5, None),
+        candidate(6, "https://example.net/old"),  # an earlier edition carried it
+    ]
+    chosen = choose_items(told, {"https://example.net/old"})
+    assert [c.entry_id for c in chosen] == [1, 2, 4, 5]
+    assert choose_items([], set()) == []
 
 
 def test_sections_in_stream_order_items_in_publication_order(store: Store) -> None:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from digest.config import FeedSettings, FetchSettings
-from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
+from digest.fetch import CacheState, Fetcher, FetchResult, Outcome
 from digest.parse import parse_feed
 from digest.poll import Poller
 from digest.store import EntryRow, Store, feed_health
@@ -34,7 +34,7 @@ from tests.gemini_servers import (
     reply,
 )
 
-LOCAL = FetchLimits(allow_private_networks=True)
+LOCAL = FetchSettings(allow_private_networks=True)
 NO_CACHE = CacheState()
 NOW = datetime(2025, 3, 28, 12, tzinfo=UTC)
 
@@ -68,7 +68,7 @@ ATOM = """\
 def fetch(
     url: str,
     *,
-    limits: FetchLimits = LOCAL,
+    limits: FetchSettings = LOCAL,
     known: dict[str, str] | None = None,
     cache: CacheState = NO_CACHE,
 ) -> FetchResult:
@@ -84,7 +84,7 @@ def fetch_from(
     certificate: Certificate,
     path: str,
     *,
-    limits: FetchLimits = LOCAL,
+    limits: FetchSettings = LOCAL,
     known: dict[str, str] | None = None,
 ) -> tuple[FetchResult, list[str]]:
     """Fetch `path` from our own server; also returns the request lines it received."""
@@ -372,7 +372,7 @@ def test_empty_meta_means_gemtext(certificate: Certificate) -> None:
 
 
 def test_body_up_to_the_cap_is_read_and_past_it_refused(certificate: Certificate) -> None:
-    limits = FetchLimits(allow_private_networks=True, max_bytes=100_000)
+    limits = FetchSettings(allow_private_networks=True, max_bytes=100_000)
     routes = {
         "/fits": reply("20 text/gemini", b"x" * 100_000),
         "/big": reply("20 text/gemini", b"x" * 100_001),
@@ -387,7 +387,7 @@ def test_body_up_to_the_cap_is_read_and_past_it_refused(certificate: Certificate
 
 
 def test_silent_server_meets_the_deadline(certificate: Certificate) -> None:
-    limits = FetchLimits(allow_private_networks=True, timeout=1)
+    limits = FetchSettings(allow_private_networks=True, timeout=1)
     started = time.monotonic()
     result, requests = fetch_from({"/f": never_answer}, certificate, "/f", limits=limits)
 
@@ -457,7 +457,7 @@ def test_known_key_must_match_and_nothing_is_requested_otherwise(
 )
 def test_private_addresses_are_refused(certificate: Certificate, host: str, error: str) -> None:
     async def run() -> tuple[FetchResult, list[str]]:
-        async with gemini_server({}, certificate) as server, Fetcher(FetchLimits()) as fetcher:
+        async with gemini_server({}, certificate) as server, Fetcher(FetchSettings()) as fetcher:
             return await fetcher.fetch(server.url.replace("127.0.0.1", host)), server.requests
 
     result, requests = asyncio.run(run())
@@ -472,7 +472,7 @@ def test_private_addresses_are_refused(certificate: Certificate, host: str, erro
 
 def test_redirect_hop_to_a_forbidden_address_is_refused(certificate: Certificate) -> None:
     """127.0.0.1 is allowed by network; its redirect to 127.0.0.2 is checked on its own."""
-    limits = FetchLimits(allowed_networks=("127.0.0.1/32",))
+    limits = FetchSettings(allowed_networks=("127.0.0.1/32",))
 
     async def run() -> tuple[FetchResult, list[str], list[str]]:
         async with gemini_server({}, certificate, host="127.0.0.2") as inner:

@@ -17,16 +17,10 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 from digest.config import FeedSettings, FetchSettings
-from digest.fetch import FetchResult, Outcome
-from digest.parse import ParsedFeed
-from digest.poll import (
-    MAX_BACKOFF,
-    Poller,
-    PollSummary,
-    _ParseBatches,
-    _parser_pool,
-    next_poll_time,
-)
+from digest.due import MAX_BACKOFF, next_poll_time
+from digest.parse import ParsedFeed, ParseFailure
+from digest.parse.pool import ParserPool
+from digest.poll import Poller, PollSummary
 from digest.store import EntryRow, FeedRow, Store
 from tests.conftest import add_feeds
 
@@ -153,7 +147,11 @@ def test_next_poll_time_rules() -> None:
     assert next_poll_time(now, hour, 0, fresh_until=later, rng=rng) == later
     assert next_poll_time(now, hour, 1, retry_after=later, rng=rng) == later
     far = now + timedelta(days=30)
+    # A server's word is honoured up to a cap: a day of freshness, a week of Retry-After.
     assert next_poll_time(now, hour, 0, fresh_until=far, rng=rng) == now + timedelta(days=1)
+    assert next_poll_time(now, hour, 1, retry_after=far, rng=rng) == now + timedelta(days=7)
+    five_days = now + timedelta(days=5)
+    assert next_poll_time(now, hour, 1, retry_after=five_days, rng=rng) == five_days
 
 
 def test_a_broken_feed_does_not_stop_the_others(db: Store, httpserver: HTTPServer) -> None:
@@ -278,18 +276,18 @@ def children(pid: int) -> list[int]:
 def test_one_endless_parse_in_a_batch_leaves_its_companions_parsed() -> None:
     """Bodies travel to the parsers together; only the one past the deadline fails."""
 
-    async def parse_together() -> list[ParsedFeed | str | None]:
-        with _parser_pool() as pool:
-            batches = _ParseBatches(pool, timeout=2)
+    async def parse_together() -> list[ParsedFeed | ParseFailure]:
+        async with ParserPool(timeout=2) as parser:
             bodies = [rss("first"), ENDLESS_PARSE, rss("second", "third")]
-            results = [
-                FetchResult(f"https://example.net/{n}", Outcome.OK, 200, body=body.encode())
-                for n, body in enumerate(bodies)
-            ]
-            return await asyncio.gather(*(batches.parse(result) for result in results))
+            return await asyncio.gather(
+                *(
+                    parser.parse(body.encode(), f"https://example.net/{n}", {})
+                    for n, body in enumerate(bodies)
+                )
+            )
 
     first, deep, second = asyncio.run(parse_together())
     assert isinstance(first, ParsedFeed) and [e.title for e in first.entries] == ["first"]
-    assert deep == "parse stopped after 2s (fetch.parse_timeout)"
+    assert deep == ParseFailure("parse stopped after 2s (fetch.parse_timeout)")
     assert isinstance(second, ParsedFeed)
     assert [e.title for e in second.entries] == ["second", "third"]

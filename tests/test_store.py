@@ -1,4 +1,4 @@
-"""Entries are stored once per identity; canonical URLs fold the spellings of one story."""
+"""Entries are stored once per identity; feeds are claimed, updated and kept healthy."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import StatementError
 
 from digest.config import FeedSettings
+from digest.parse.entry import entry_key
 from digest.store import (
     EntryRow,
     FeedRow,
     FeedUpdate,
     Store,
-    _canonical_url_full,
-    apply_feed_update,
-    canonical_url,
+    apply_feed_updates,
     claim_feeds,
     feed_health,
     plan_entry_changes,
@@ -32,81 +31,6 @@ from digest.store.models import UTCDateTime
 from tests.conftest import add_feeds, make_entry
 
 NOW = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("a", "b"),
-    [
-        ("http://www.example.com/story/", "https://example.com/story"),
-        ("https://example.com/story#comments", "https://EXAMPLE.com/story"),
-        ("https://example.com/story?utm_source=x&utm_medium=rss", "https://example.com/story"),
-        ("https://example.com/s?b=2&a=1&fbclid=zz", "https://example.com/s?a=1&b=2"),
-        ("https://example.com:443/s", "https://example.com/s"),
-    ],
-)
-def test_canonical_url_folds_spellings(a: str, b: str) -> None:
-    assert canonical_url(a) == canonical_url(b)
-
-
-@pytest.mark.parametrize(
-    ("a", "b"),
-    [
-        ("https://example.com/a", "https://example.com/b"),
-        ("https://example.com/s?id=1", "https://example.com/s?id=2"),
-        ("https://example.com:8080/s", "https://example.com/s"),
-        ("gemini://example.com/s", "https://example.com/s"),
-    ],
-)
-def test_canonical_url_keeps_different_stories_apart(a: str, b: str) -> None:
-    assert canonical_url(a) != canonical_url(b)
-
-
-def _joined(*pieces: str) -> st.SearchStrategy[str]:
-    return st.lists(st.sampled_from(pieces), max_size=8).map("".join)
-
-
-# Pieces of feed links: plain ones take the fast path, odd ones must be refused by it.
-_PLAIN_HOSTS = _joined("www.", "WWW.", "Ex", "ample", ".com", ".", "-", "_")
-_ODD_HOSTS = _joined("Ex", ".com", ":", "443", "80", "%", "@", "[", "]", "é", " ", "\x00")
-_PLAIN_PATHS = _joined("/", "//", "a", "..", "%20", ";", "~", "\\")
-_ODD_PATHS = _joined("/", "a", "?", "#", "&", "=", "utm_x", "fbclid", "é", " ", "\t", "\n")
-
-
-@given(
-    st.builds("{}://{}{}".format, st.sampled_from(["http", "https"]), _PLAIN_HOSTS, _PLAIN_PATHS)
-    | st.builds(
-        "{}://{}{}{}".format,
-        st.sampled_from(["http", "https", "HTTPS", "gemini", "", "http:"]),
-        _PLAIN_HOSTS | _ODD_HOSTS,
-        _PLAIN_PATHS | _ODD_PATHS,
-        st.sampled_from(["", " ", "\n"]),
-    )
-    | st.text(max_size=30)
-)
-@settings(max_examples=2000)
-def test_canonical_url_fast_path_agrees_with_the_full_path(url: str) -> None:
-    try:
-        full: str | None = _canonical_url_full(url.strip())
-    except ValueError:  # urlsplit refuses some netlocs ("[", non-NFKC): so must canonical_url
-        with pytest.raises(ValueError):
-            canonical_url(url)
-        return
-    assert canonical_url(url) == (full if url else None)
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://blog.example.com/2025/03/28/story/",
-        "http://WWW.Example.COM",
-        "https://www./x",
-        "https://www.//x",
-        "https://example.com//x//",
-        "http://a_b.example-1.org/~me/%20x;y",
-    ],
-)
-def test_canonical_url_fast_path_examples(url: str) -> None:
-    assert canonical_url(url) == _canonical_url_full(url)
 
 
 def test_plan_entry_changes_is_a_pure_decision() -> None:
@@ -248,13 +172,15 @@ def test_sqlite_times_are_written_in_sqlalchemys_own_format(moment: datetime) ->
     assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
 
 
-def test_very_long_ids_are_hashed_to_fit_the_index(store: Store) -> None:
+def test_very_long_ids_are_stored_as_the_hash_the_parse_stage_made(store: Store) -> None:
     fid = feed_id(store)
-    entry = make_entry("Long", key="urn:" + "x" * 5000)
+    key = entry_key("urn:" + "x" * 5000, None, "Long", None)
+    entry = make_entry("Long", key=key)
     for _ in range(2):
         with store.writing() as session:
             store_entries(session, fid, [entry], NOW)
-    assert count_entries(store) == 1
+    with store.reading() as session:
+        assert session.scalars(select(EntryRow.key)).all() == [key]
 
 
 titles = st.text(
@@ -357,8 +283,8 @@ def test_feed_updates_track_health(store: Store) -> None:
         error="HTTP 500 Internal Server Error",
     )
     with store.writing() as session:
-        apply_feed_update(session, fid, failed)
-        apply_feed_update(session, fid, failed)
+        apply_feed_updates(session, [(fid, failed)])
+        apply_feed_updates(session, [(fid, failed)])
     with store.reading() as session:
         [health] = feed_health(session)
         assert (health.failures, health.last_error, health.last_ok) == (2, failed.error, None)
@@ -373,7 +299,7 @@ def test_feed_updates_track_health(store: Store) -> None:
         url="https://example.net/moved",
     )
     with store.writing() as session:
-        apply_feed_update(session, fid, ok)
+        apply_feed_updates(session, [(fid, ok)])
         sync_feeds(session, [FeedSettings(url="https://example.net/feed", stream="links")], NOW)
     with store.reading() as session:
         [health] = feed_health(session)
@@ -389,7 +315,7 @@ def test_feed_updates_track_health(store: Store) -> None:
         disabled_reason="gone (HTTP 410)",
     )
     with store.writing() as session:
-        apply_feed_update(session, fid, gone)
+        apply_feed_updates(session, [(fid, gone)])
     with store.reading() as session:
         [health] = feed_health(session)
         assert health.disabled and health.disabled_reason == "gone (HTTP 410)"

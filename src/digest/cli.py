@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -26,6 +26,7 @@ from digest import __version__
 # the parser processes of a poll, which import this module again as their parent's main.
 if TYPE_CHECKING:
     from digest.config import Config
+    from digest.editions import Edition
     from digest.poll import PollSummary
     from digest.render import RenderReport
     from digest.store import Store
@@ -285,8 +286,9 @@ def run(app: App, log_format: str, log_level: str, role: str) -> None:
 
     SIGHUP (or saving feeds.yaml) reloads the config; SIGTERM stops it cleanly.
     """
+    from digest.daemon import run_daemon
     from digest.locks import LockBusy, daemon_lock
-    from digest.scheduler import configure_logging, run_daemon
+    from digest.logs import configure_logging
 
     config = app.config
     configure_logging(log_format, log_level)
@@ -307,7 +309,7 @@ def run(app: App, log_format: str, log_level: str, role: str) -> None:
 @pass_app
 def status(app: App, as_json: bool) -> None:
     """Say whether the daemon runs, when feeds were polled, which fail, and what closes next."""
-    from digest.scheduler import site_status
+    from digest.status import site_status
     from digest.store import Store
 
     config = app.config
@@ -436,7 +438,7 @@ def _poll(store: Store, config: Config, every: bool) -> PollSummary:
     return summary
 
 
-def _build(store: Store, config: Config, at: datetime | None) -> list[Any]:
+def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
     from digest.publish import build
 
     editions = build(store, config.settings, at)
@@ -447,7 +449,7 @@ def _build(store: Store, config: Config, at: datetime | None) -> list[Any]:
     return editions
 
 
-def _render(store: Store, config: Config, only: list[Any] | None) -> RenderReport:
+def _render(store: Store, config: Config, only: list[Edition] | None) -> RenderReport:
     from digest.publish import render
     from digest.render import RenderError
 

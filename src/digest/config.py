@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -153,6 +154,16 @@ class FeedSettings(_Strict):
         return self.name or urlsplit(self.url).netloc or self.url
 
 
+def _network(value: object) -> IPv4Network | IPv6Network:
+    try:
+        return ip_network(str(value))  # strict: "192.168.1.20/24" is a typo, not a network
+    except ValueError as error:
+        raise ValueError(f"expected a network such as 192.168.1.0/24 ({error})") from None
+
+
+Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
+
+
 class FetchSettings(_Strict):
     timeout: float = Field(default=30.0, gt=0)
     parse_timeout: float = Field(default=30.0, gt=0)  # per trip to a parser process
@@ -161,6 +172,9 @@ class FetchSettings(_Strict):
     user_agent: str = ""
     concurrency: int = Field(default=50, ge=1, le=1000)
     per_host: int = Field(default=2, ge=1, le=100)
+    # Networks reachable even when allow_private_networks is false, e.g. the one LAN host that
+    # serves a feed, without opening every private address to redirects (the SSRF guard).
+    allowed_networks: tuple[Network, ...] = ()
 
 
 class Settings(_Strict):
@@ -184,10 +198,6 @@ class Config:
 
     path: Path
     settings: Settings
-
-    @property
-    def output_dir(self) -> Path:
-        return self.settings.site.output_dir
 
     @property
     def database_url(self) -> str:

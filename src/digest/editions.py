@@ -10,7 +10,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from itertools import groupby
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -50,11 +49,13 @@ class Edition:
     @property
     def path(self) -> str:
         """Path under the output folder, without extension: links/2025/03/28/1."""
-        return _path(self)
+        return edition_path(self.stream, self.date, self.number)
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
+    """An entry that could go into the next edition, with what the choice needs to know."""
+
     entry_id: int
     source: str
     section: str
@@ -78,15 +79,7 @@ def close_edition(
     """
     candidates = _candidates(session, name, stream, at)
     carried = _carriers(session, name, [c.canonical_url for c in candidates if c.canonical_url])
-    published_before = _published_canonicals(session, name, list(carried))
-    chosen: list[_Candidate] = []
-    seen: set[str] = set(published_before)
-    for candidate in candidates:
-        if candidate.canonical_url:
-            if candidate.canonical_url in seen:
-                continue
-            seen.add(candidate.canonical_url)
-        chosen.append(candidate)
+    chosen = choose_items(candidates, _published_canonicals(session, name, list(carried)))
     if len(chosen) < stream.min_items or not chosen:
         return None
 
@@ -114,9 +107,23 @@ def close_edition(
     return edition
 
 
+def choose_items(candidates: list[Candidate], published_before: set[str]) -> list[Candidate]:
+    """What an edition holds: each story once (by canonical URL), and none that an earlier
+    edition of the stream carried; candidates come oldest first, so the first teller wins."""
+    chosen: list[Candidate] = []
+    seen = set(published_before)
+    for candidate in candidates:
+        if candidate.canonical_url:
+            if candidate.canonical_url in seen:
+                continue
+            seen.add(candidate.canonical_url)
+        chosen.append(candidate)
+    return chosen
+
+
 def _candidates(
     session: Session, name: str, stream: StreamSettings, at: datetime
-) -> list[_Candidate]:
+) -> list[Candidate]:
     in_edition = select(EditionItemRow.entry_id).where(EditionItemRow.entry_id == EntryRow.id)
     rows = session.execute(
         select(EntryRow, FeedRow)
@@ -131,7 +138,7 @@ def _candidates(
     ).all()
     known = set(stream.sections)
     return [
-        _Candidate(
+        Candidate(
             entry_id=entry.id,
             source=feed.name,
             section=feed.section if feed.section in known else stream.default_section,
@@ -176,7 +183,7 @@ def _published_canonicals(session: Session, name: str, canonicals: list[str]) ->
 
 
 def _ordered_sections(
-    chosen: list[_Candidate], stream: StreamSettings
+    chosen: list[Candidate], stream: StreamSettings
 ) -> tuple[EditionSection, ...]:
     """Sections in the order the stream lists them (the default one last when unlisted);
     items in the order they were published."""
@@ -197,7 +204,7 @@ def _ordered_sections(
     )
 
 
-def rank_headlines(chosen: list[_Candidate], carried: dict[str, int]) -> list[str]:
+def rank_headlines(chosen: list[Candidate], carried: dict[str, int]) -> list[str]:
     """Most prominent first: the feed's weight, then stories many feeds carry, then recency."""
     ranked = sorted(
         chosen,
@@ -227,7 +234,7 @@ def edition_title(pattern: str, local: datetime, headlines: list[str], title_max
     return pattern.format(date=local, headlines=cut)
 
 
-def _save(session: Session, edition: Edition, chosen: list[_Candidate]) -> None:
+def _save(session: Session, edition: Edition, chosen: list[Candidate]) -> None:
     row = EditionRow(
         stream=edition.stream,
         date=edition.date,
@@ -281,7 +288,11 @@ def load_editions(
     ids = []
     for row in rows:
         rank[row.stream] = rank.get(row.stream, 0) + 1
-        if bare_after is None or rank[row.stream] <= bare_after or _path(row) in full_paths:
+        if (
+            bare_after is None
+            or rank[row.stream] <= bare_after
+            or edition_path(row.stream, row.date, row.number) in full_paths
+        ):
             ids.append(row.id)
     items: dict[int, list[EditionItemRow]] = {row_id: [] for row_id in ids}
     for start in range(0, len(ids), 500):
@@ -296,13 +307,15 @@ def load_editions(
 
 def edition_paths(session: Session) -> list[str]:
     return [
-        _path(row)
+        edition_path(row.stream, row.date, row.number)
         for row in session.execute(select(EditionRow.stream, EditionRow.date, EditionRow.number))
     ]
 
 
-def _path(row: EditionRow | Any) -> str:
-    return f"{row.stream}/{row.date:%Y/%m/%d}/{row.number}"
+def edition_path(stream: str, day: date, number: int) -> str:
+    """An edition's place under the output folder, without extension: links/2025/03/28/1.
+    The one spelling of it: subscribers' links depend on it staying the same."""
+    return f"{stream}/{day:%Y/%m/%d}/{number}"
 
 
 def _edition_from_rows(row: EditionRow, items: list[EditionItemRow]) -> Edition:

@@ -29,21 +29,11 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from digest import gemini
+from digest import PROJECT_URL, __version__, gemini
+from digest.config import FetchSettings
 
-
-@dataclass(frozen=True)
-class FetchLimits:
-    timeout: float = 30.0
-    max_bytes: int = 10 * 1024 * 1024
-    allow_private_networks: bool = False
-    user_agent: str = "digest/0.1 (+https://example.org/digest)"
-    concurrency: int = 50
-    per_host: int = 2
-    max_redirects: int = 5
-    # Networks (CIDR strings) reachable even when allow_private_networks is False, e.g. the
-    # one LAN host that serves a feed, without opening every private address to redirects.
-    allowed_networks: tuple[str, ...] = ()
+USER_AGENT = f"digest/{__version__} (+{PROJECT_URL})"  # unless fetch.user_agent says otherwise
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -93,10 +83,6 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 _SUCCESS = frozenset({Outcome.OK, Outcome.NOT_MODIFIED, Outcome.UNCHANGED})
-# A server's freshness claim only delays our next poll up to a day, so a bad header cannot
-# silence a feed for long; Retry-After gets a week for the same reason.
-_MAX_FRESHNESS = timedelta(days=1)
-_MAX_RETRY_AFTER = timedelta(days=7)
 _READ_CHUNK = 64 * 1024
 
 _GEMINI_REDIRECT_STATUSES = frozenset(range(30, 40))
@@ -125,13 +111,13 @@ class _FetchError(Exception):
 class Fetcher:
     """One shared aiohttp.ClientSession for a whole poll; an async context manager."""
 
-    def __init__(self, limits: FetchLimits, known_hosts: Mapping[str, str] | None = None) -> None:
+    def __init__(self, limits: FetchSettings, known_hosts: Mapping[str, str] | None = None) -> None:
         """`known_hosts` maps "host:port" to the pinned fingerprint of each Gemini host's key."""
         self._limits = limits
         self._known_hosts = dict(known_hosts or {})
         self._policy = _AddressPolicy(
             allow_private=limits.allow_private_networks,
-            allowed=tuple(ipaddress.ip_network(net) for net in limits.allowed_networks),
+            allowed=limits.allowed_networks,
         )
         # Queue for slots here, before a fetch's deadline starts, so that many feeds on one
         # host wait their turn instead of timing out in the connector's queue. The connector
@@ -215,8 +201,8 @@ class Fetcher:
                 target = _redirect_target(resp)
                 if target is None:
                     return await self._finish(trail, resp, cache)
-            if trail.redirects > self._limits.max_redirects:
-                raise _FetchError(f"too many redirects (more than {self._limits.max_redirects})")
+            if trail.redirects > MAX_REDIRECTS:
+                raise _FetchError(f"too many redirects (more than {MAX_REDIRECTS})")
             trail.current = target
 
     async def _finish(
@@ -288,8 +274,8 @@ class Fetcher:
                     return _gemini_success(trail, response, body, cache)
             if response.status // 10 != 3:
                 return _gemini_failure(trail, response)
-            if trail.redirects > self._limits.max_redirects:
-                raise _FetchError(f"too many redirects (more than {self._limits.max_redirects})")
+            if trail.redirects > MAX_REDIRECTS:
+                raise _FetchError(f"too many redirects (more than {MAX_REDIRECTS})")
             trail.current = _gemini_redirect_target(trail.current, response.meta)
 
     def _check_key(self, trail: _Trail, host: str, fingerprint: str) -> None:
@@ -424,9 +410,9 @@ def _address_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return next((name for matches, name in kinds if matches), "non-public")
 
 
-def _request_headers(limits: FetchLimits, cache: CacheState) -> dict[str, str]:
+def _request_headers(limits: FetchSettings, cache: CacheState) -> dict[str, str]:
     headers = {
-        "User-Agent": limits.user_agent,
+        "User-Agent": limits.user_agent or USER_AGENT,
         "Accept": _ACCEPT,
         "Accept-Encoding": _ACCEPT_ENCODING,
     }
@@ -510,14 +496,13 @@ def _parse_http_date(value: str) -> datetime | None:
 
 
 def _parse_retry_after(value: str | None, now: datetime) -> datetime | None:
-    """Retry-After is delta seconds or an HTTP date."""
+    """Retry-After is delta seconds or an HTTP date; as the server said it (digest.due caps it)."""
     if value is None:
         return None
     delay = _delta_seconds(value)
     if delay is not None:
-        return now + min(delay, _MAX_RETRY_AFTER)
-    when = _parse_http_date(value)
-    return None if when is None else min(when, now + _MAX_RETRY_AFTER)
+        return now + delay
+    return _parse_http_date(value)
 
 
 def _delta_seconds(value: str) -> timedelta | None:
@@ -525,12 +510,13 @@ def _delta_seconds(value: str) -> timedelta | None:
     if not (value.isascii() and value.isdigit()):
         return None
     digits = value.lstrip("0") or "0"
-    # int() refuses huge digit strings; past nine digits (31 years) every cap here applies.
+    # int() refuses huge digit strings; past nine digits (31 years) every cap in digest.due applies.
     return timedelta(seconds=int(digits) if len(digits) <= 9 else 10**9)
 
 
 def _fresh_until(headers: Mapping[str, str], now: datetime) -> datetime | None:
-    """The earliest next poll the server asks for, from Cache-Control max-age or Expires."""
+    """The earliest next poll the server asks for, from Cache-Control max-age or Expires
+    (digest.due caps it)."""
     directives = _cache_control(headers.get("cache-control", ""))
     if "no-cache" in directives or "no-store" in directives:
         return None
@@ -542,7 +528,7 @@ def _fresh_until(headers: Mapping[str, str], now: datetime) -> datetime | None:
         until = _parse_http_date(headers["expires"])
     if until is None or until <= now:
         return None
-    return min(until, now + _MAX_FRESHNESS)
+    return until
 
 
 def _cache_control(value: str) -> dict[str, str | None]:
@@ -598,7 +584,7 @@ def _gemini_failure(trail: _Trail, response: gemini.Response) -> FetchResult:
     if status == 44:
         # The meta of 44 is the number of seconds to wait.
         delay = _delta_seconds(response.meta)
-        retry_after = None if delay is None else datetime.now(UTC) + min(delay, _MAX_RETRY_AFTER)
+        retry_after = None if delay is None else datetime.now(UTC) + delay
         return trail.result(Outcome.ERROR, error=message, retry_after=retry_after)
     # The server's own words can say why; shown only as plain text, and not when they merely
     # repeat the name ("51 Not Found").

@@ -8,7 +8,6 @@ the database, which the kernel drops when the holder dies.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from pathlib import Path
@@ -16,12 +15,11 @@ from pathlib import Path
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from digest.locks import try_file_lock
 from digest.store import Store
+from digest.store.advisory import PUBLISHER_LOCK
 
 log = logging.getLogger("digest.leader")
-
-# Any fixed number: it names the lock among the database's advisory locks.
-PUBLISHER_LOCK_KEY = 7317010
 
 
 class PublisherRole:
@@ -44,7 +42,7 @@ class PublisherRole:
         connection = self.store.engine.connect()
         try:
             got = connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": PUBLISHER_LOCK_KEY}
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": PUBLISHER_LOCK}
             ).scalar()
             connection.commit()
         except DBAPIError:
@@ -67,14 +65,8 @@ class PublisherRole:
             return True
         database = self.store.engine.url.database or "digest.db"
         path = Path(f"{database}.publisher")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
+        self._fd = try_file_lock(path)
+        return self._fd is not None
 
     def _alive(self, connection: Connection) -> bool:
         try:

@@ -107,6 +107,16 @@ def running_daemon(state_dir: Path) -> int | None:
         os.close(fd)
 
 
+def try_file_lock(path: Path) -> int | None:
+    """An open fd holding an exclusive flock on `path` (created), or None when another holds
+    it. Closing the fd releases the lock; so does the holder's death."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    if _try_lock(fd, fcntl.LOCK_EX):
+        return fd
+    os.close(fd)
+    return None
+
+
 def _try_lock(fd: int, kind: int) -> bool:
     try:
         fcntl.flock(fd, kind | fcntl.LOCK_NB)

@@ -1,31 +1,26 @@
 """Polling: fetch the due feeds, parse what changed, store the entries.
 
-Wiring only: fetch, parse and store each own their rules. Fetching runs concurrently on
-one event loop; parsing runs in a small process pool so both cores work (reader#261: parse
-in a bounded pool, not in every fetch worker); writes are short transactions, one per feed.
+Wiring only: fetch, parse, due and store each own their rules. Fetching runs concurrently on
+one event loop; parsing runs in a small process pool (digest.parse.pool) so both cores work;
+writes are short transactions in batches, in a thread off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import multiprocessing
 import os
-import random
-import signal
 import socket
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pebble import ProcessExpired, ProcessPool
-
-from digest import PROJECT_URL, __version__
 from digest.config import FetchSettings
-from digest.fetch import CacheState, Fetcher, FetchLimits, FetchResult, Outcome
-from digest.parse import ParsedFeed, parse_many, prepare_worker
+from digest.due import next_poll_time
+from digest.fetch import CacheState, Fetcher, FetchResult, Outcome
+from digest.parse import ParsedFeed, ParseFailure
+from digest.parse.pool import ParserPool
 from digest.store import (
     ClaimedFeed,
     FeedUpdate,
@@ -39,10 +34,7 @@ from digest.store import (
 )
 from digest.store.hosts import known_hosts, offer_host, remember_host
 
-MAX_BACKOFF = timedelta(days=1)
-MAX_FRESHNESS = timedelta(days=1)
 WRITE_BATCH = 200  # feeds per write transaction, at most
-JITTER = 0.1  # up to 10% of the interval, so feeds added together drift apart
 
 ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
@@ -77,40 +69,6 @@ class PollSummary:
         )
 
 
-def fetch_limits(settings: FetchSettings) -> FetchLimits:
-    return FetchLimits(
-        timeout=settings.timeout,
-        max_bytes=settings.max_bytes,
-        allow_private_networks=settings.allow_private_networks,
-        user_agent=settings.user_agent or f"digest/{__version__} (+{PROJECT_URL})",
-        concurrency=settings.concurrency,
-        per_host=settings.per_host,
-    )
-
-
-def next_poll_time(
-    now: datetime,
-    interval: timedelta,
-    failures: int,
-    *,
-    retry_after: datetime | None = None,
-    fresh_until: datetime | None = None,
-    rng: random.Random | None = None,
-) -> datetime:
-    """When to poll a feed next, given how many polls in a row have failed (0: this one worked).
-
-    Failures back off exponentially up to a day; a server's Retry-After and Cache-Control
-    freshness are honoured as the earliest time (reader#376: be polite or be blocked).
-    """
-    wait = interval if failures == 0 else min(interval * (2 ** min(failures, 20)), MAX_BACKOFF)
-    wait += wait * JITTER * (rng or random).random()
-    earliest = now + wait
-    for floor in (retry_after, fresh_until):
-        if floor is not None:
-            earliest = max(earliest, min(floor, now + MAX_FRESHNESS))
-    return earliest
-
-
 @dataclass(frozen=True)
 class _Due:
     id: int
@@ -131,7 +89,7 @@ class Poller:
 
     def __init__(self, store: Store, fetch_settings: FetchSettings) -> None:
         self.store = store
-        self.limits = fetch_limits(fetch_settings)
+        self.limits = fetch_settings
         self.worker = worker_id()
         self.lease = lease_length(fetch_settings.timeout)
         self.parse_timeout = fetch_settings.parse_timeout
@@ -172,14 +130,16 @@ class Poller:
         progress: ProgressCallback | None,
     ) -> None:
         polled: asyncio.Queue[_Polled | None] = asyncio.Queue()
-        with _parser_pool() as pool:
-            parser = _ParseBatches(pool, self.parse_timeout)
+        async with ParserPool(self.parse_timeout) as parser:
             writer = asyncio.create_task(self._write_all(polled, summary, known, progress))
             async with Fetcher(self.limits, known) as fetcher:
 
                 async def one(feed: _Due) -> None:
                     result = await fetcher.fetch(feed.url, feed.cache)
-                    parsed = await parser.parse(result)
+                    parsed = None
+                    if result.outcome is Outcome.OK and result.body is not None:
+                        url = result.final_url or result.url
+                        parsed = await parser.parse(result.body, url, result.headers)
                     polled.put_nowait(_Polled(feed, result, parsed))
 
                 pending: set[asyncio.Task[None]] = set()
@@ -294,113 +254,18 @@ class Poller:
                 summary.not_modified += 1
 
 
-_ParseJob = tuple[bytes, str, dict[str, str]]  # body, URL it came from, response headers
-
-
-class _ParseBatches:
-    """Hands fetched bodies to the parser pool a few at a time (see parse.parse_many).
-
-    A batch leaves when it is full or when its first body has waited WAIT, so a poll of
-    a few feeds is not held up and the parsers never idle for long.
-
-    Each trip has a deadline. A hostile body can make a parser work for hours (nh3 takes
-    quadratic time over deeply nested blocks: 160 KB of `<ul><li>` cost 6 s), and a worker can
-    die (the kernel's OOM killer, a crash in a C library): pebble then stops or replaces just
-    that worker. The batch's feeds are parsed again one by one, so only the feed to blame
-    fails, with the reason, and every other feed goes on.
-    """
-
-    SIZE = 8
-    WAIT = 0.005  # seconds
-
-    def __init__(self, pool: ProcessPool, timeout: float) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._jobs: list[_ParseJob] = []
-        self._waiting: list[asyncio.Future[ParsedFeed | str]] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def parse(self, result: FetchResult) -> ParsedFeed | str | None:
-        if result.outcome is not Outcome.OK or result.body is None:
-            return None
-        loop = asyncio.get_running_loop()
-        parsed: asyncio.Future[ParsedFeed | str] = loop.create_future()
-        self._jobs.append((result.body, result.final_url or result.url, dict(result.headers)))
-        self._waiting.append(parsed)
-        if len(self._jobs) >= self.SIZE:
-            self._send()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.WAIT, self._send)
-        return await parsed
-
-    def _send(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        jobs, waiting = self._jobs, self._waiting
-        self._jobs, self._waiting = [], []
-        self._schedule(jobs, waiting)
-
-    def _schedule(
-        self, jobs: list[_ParseJob], waiting: list[asyncio.Future[ParsedFeed | str]]
-    ) -> None:
-        trip = asyncio.wrap_future(self._pool.schedule(parse_many, (jobs,), timeout=self._timeout))
-        trip.add_done_callback(lambda done: self._settle(done, jobs, waiting))
-
-    def _settle(
-        self,
-        trip: asyncio.Future[list[ParsedFeed | str]],
-        jobs: list[_ParseJob],
-        waiting: list[asyncio.Future[ParsedFeed | str]],
-    ) -> None:
-        """Give each feed of a parsed batch its own result, or try its feeds one by one."""
-        if trip.cancelled():
-            for parsed in waiting:
-                parsed.cancel()
-            return
-        failure = trip.exception()
-        lost = _lost_parse(failure, self._timeout) if failure is not None else None
-        if lost is not None and len(jobs) > 1:
-            for job, parsed in zip(jobs, waiting, strict=True):
-                if not parsed.done():
-                    self._schedule([job], [parsed])
-            return
-        for index, parsed in enumerate(waiting):
-            if parsed.done():  # its poll was cancelled meanwhile
-                continue
-            if lost is not None:
-                parsed.set_result(lost)
-            elif failure is not None:
-                parsed.set_exception(failure)  # a bug in our own code: the poll stops on it
-            else:
-                parsed.set_result(trip.result()[index])
-
-
-def _lost_parse(failure: BaseException, timeout: float) -> str | None:
-    """The feed's error when its parser was stopped or died; None for any other failure."""
-    if isinstance(failure, TimeoutError):
-        return f"parse stopped after {timeout:g}s (fetch.parse_timeout)"
-    if isinstance(failure, ProcessExpired):
-        code = failure.exitcode
-        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        if code == -signal.SIGKILL:
-            how += "; out of memory?"  # what the kernel's OOM killer sends
-        return f"parser process died while parsing ({how})"
-    return None
-
-
 @dataclass(frozen=True)
 class _Polled:
     feed: _Due
     result: FetchResult
-    parsed: ParsedFeed | str | None
+    parsed: ParsedFeed | ParseFailure | None  # None: nothing new to parse
 
 
 def _feed_update(item: _Polled, now: datetime) -> FeedUpdate:
     feed, result, parsed = item.feed, item.result, item.parsed
     error = result.error if result.outcome in (Outcome.ERROR, Outcome.GONE) else None
-    if isinstance(parsed, str):
-        error = parsed
+    if isinstance(parsed, ParseFailure):
+        error = parsed.reason
     failures = 0 if error is None else feed.failures + 1
     return FeedUpdate(
         polled_at=now,
@@ -464,18 +329,3 @@ def lease_length(timeout: float) -> timedelta:
     """Long enough for one fetch and its parse; DIGEST_LEASE_SECONDS overrides it (tests)."""
     override = os.environ.get("DIGEST_LEASE_SECONDS")
     return timedelta(seconds=float(override) if override else 2 * timeout + 10)
-
-
-@contextlib.contextmanager
-def _parser_pool() -> Iterator[ProcessPool]:
-    # forkserver: forking a process that runs an event loop and threads is unsafe. The fork
-    # server imports the parse stage once, and every worker forked from it shares those pages.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["digest.parse"])
-    pool = ProcessPool(max_workers=os.cpu_count() or 1, initializer=prepare_worker, context=context)
-    try:
-        yield pool
-    finally:
-        # Every parse of a finished poll is done; a cancelled poll's parses are not wanted.
-        pool.stop()  # type: ignore[no-untyped-call]
-        pool.join()

@@ -8,7 +8,6 @@ daemon and cron runs close and write one at a time.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Collection, Sequence
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.editions import Edition, close_edition, edition_paths, load_editions
+from digest.files import remove_temporary_files
 from digest.locks import publish_lock
 from digest.render import (
     FEED_EDITIONS,
@@ -36,8 +36,6 @@ from digest.store import EntryRow, FeedRow, Store
 log = logging.getLogger("digest.publish")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# What render's tempfile.mkstemp(prefix=".<name>.", suffix=".tmp") leaves when killed mid-write.
-_STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def publishing(
@@ -111,7 +109,7 @@ def render(store: Store, settings: Settings, only: Sequence[Edition] | None = No
     written, and its temporary files are removed.
     """
     output = Path(settings.site.output_dir)
-    remove_stale_temp_files(output)
+    remove_temporary_files(output)
     with store.reading() as session:
         if only is None:
             return render_site(
@@ -132,18 +130,6 @@ def unwritten_editions(paths: Collection[str], output: Path) -> list[str]:
         for path in paths
         if not all((output / f"{path}{ext}").is_file() for ext in (".html", ".gmi"))
     ]
-
-
-def remove_stale_temp_files(output: Path) -> list[Path]:
-    """Delete render's temporary files left by a killed run (only safe under the lock)."""
-    removed = []
-    for folder, _dirs, files in os.walk(output):
-        for name in files:
-            if _STALE_TEMP.match(name):
-                path = Path(folder, name)
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed
 
 
 def _edition_post(edition: Edition, base_url: str, gemini_base_url: str) -> RecentPost:

@@ -14,9 +14,7 @@ one leading space before text that a client would otherwise read as another line
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +33,7 @@ from jinja2 import (
 
 from digest import PROJECT_URL
 from digest.editions import Edition
+from digest.files import write_atomically
 from digest.parse.text import clean_text
 from digest.parse.urls import safe_url
 from digest.resources import resource_dir
@@ -390,19 +389,8 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
         pass
     except OSError as error:
         raise RenderError(path, error.strerror or str(error)) from error
-    tmp_name: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        # mkstemp makes the file private; pages are for the web server to read.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
+        write_atomically(path, data)
     except OSError as error:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
         raise RenderError(path, error.strerror or str(error)) from error
     return True

@@ -23,7 +23,6 @@ import mimetypes
 import os
 import re
 import signal
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred
 from twisted.internet.main import installReactor
+
+from digest.files import write_atomically
 
 log = logging.getLogger("digest.serve")
 
@@ -166,16 +167,7 @@ def ensure_certificate(state_dir: Path, hostname: str) -> Path:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=state_dir)
-    try:
-        with os.fdopen(fd, "wb") as tmp:  # mkstemp made it 0600: it holds the private key
-            tmp.write(pem)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomically(path, pem, mode=0o600)  # it holds the private key
     log.info("generated a Gemini certificate for %s in %s", hostname, path)
     return path
 

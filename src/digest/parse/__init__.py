@@ -25,6 +25,7 @@ import contextlib
 import re
 import signal
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin
 
@@ -40,6 +41,7 @@ from digest.parse.xml import local_name, namespace, read_xml
 
 __all__ = [
     "ParseError",
+    "ParseFailure",
     "ParsedEntry",
     "ParsedFeed",
     "parse_feed",
@@ -126,8 +128,15 @@ def _media_type(headers: Mapping[str, str]) -> tuple[str, str | None]:
     return fields[0].strip().lower(), charset
 
 
-def parse_or_error(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed | str:
-    """parse_feed for a worker process: a failure comes back as its message.
+@dataclass(frozen=True)
+class ParseFailure:
+    """Why a fetched body gave no feed, as a value: it crosses from a parser process."""
+
+    reason: str
+
+
+def parse_or_error(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed | ParseFailure:
+    """parse_feed for a worker process: a failure comes back as a value, with its reason.
 
     It lives here, not in digest.poll, so that a parser worker unpickling it imports only
     the parse stage (lxml, nh3, feedparser), not the database and HTTP stacks.
@@ -135,17 +144,15 @@ def parse_or_error(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedF
     try:
         return parse_feed(body, url=url, headers=headers)
     except ParseError as error:
-        return str(error)  # it says what it is: "not a feed: …", "refused: …"
+        return ParseFailure(str(error))  # it says what it is: "not a feed: …", "refused: …"
     except Exception as error:  # a parser bug on one feed must not stop the others
-        return f"parse failed: {type(error).__name__}: {error}"
+        return ParseFailure(f"parse failed: {type(error).__name__}: {error}")
 
 
-def parse_many(jobs: Sequence[tuple[bytes, str, Mapping[str, str]]]) -> list[ParsedFeed | str]:
-    """parse_or_error for several feeds in one trip to a worker process.
-
-    Each trip costs two pickles, two pipe transfers and a handful of thread wake-ups; one per
-    feed cost the poller about as much CPU as storing the feed.
-    """
+def parse_many(
+    jobs: Sequence[tuple[bytes, str, Mapping[str, str]]],
+) -> list[ParsedFeed | ParseFailure]:
+    """parse_or_error for several feeds in one trip to a worker process (digest.parse.pool)."""
     return [parse_or_error(body, url, headers) for body, url, headers in jobs]
 
 

@@ -35,7 +35,9 @@ class ParsedFeed:
 TITLE_FALLBACK_WORDS = 12
 TITLE_CHARS = 300
 AUTHOR_CHARS = 200
-MAX_KEY_CHARS = 500  # the store's key column holds 600; longer identities are hashed
+# Longer identities are hashed: keys must fit the store's key column (600) and its unique
+# index on every engine. The store stores keys as they are made here.
+MAX_KEY_CHARS = 500
 
 
 def _digest(*parts: str | None) -> str:
@@ -77,13 +79,7 @@ def make_entry(
     title = title or link or ""
     if not title:
         return None
-    identity = clean_text(entry_id or "") or link
-    if identity:
-        key = identity if len(identity) <= MAX_KEY_CHARS else "sha256:" + _digest(identity)
-    else:
-        # Only the published date, as given: an updated date or a clamped one would change from
-        # run to run and turn one entry into many.
-        key = "sha256:" + _digest(title, published.isoformat() if published else None)
+    key = entry_key(entry_id, link, title, published)
     when = published or updated
     author = shorten(author, None, AUTHOR_CHARS) if author else None
     return ParsedEntry(
@@ -95,3 +91,17 @@ def make_entry(
         published=min(when, now) if when else None,
         content_hash=_content_hash(title, link, summary, author),
     )
+
+
+def entry_key(
+    entry_id: str | None, link: str | None, title: str, published: datetime | None
+) -> str:
+    """An entry's identity within its feed: its id, else its link, else a hash of its title
+    and date; at most MAX_KEY_CHARS long. Stored keys decide what is new, so for any input
+    this must give the same key forever (tests/test_identity.py pins examples)."""
+    identity = clean_text(entry_id or "") or link
+    if identity:
+        return identity if len(identity) <= MAX_KEY_CHARS else "sha256:" + _digest(identity)
+    # Only the published date, as given: an updated date or a clamped one would change from
+    # run to run and turn one entry into many.
+    return "sha256:" + _digest(title, published.isoformat() if published else None)

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.resources import resource_dir
+from digest.store.advisory import MIGRATIONS_LOCK, xact_lock_sql
 
 DEFAULT_BUSY_TIMEOUT = 30.0  # seconds; DIGEST_BUSY_TIMEOUT overrides it
 
@@ -115,11 +116,10 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def alembic_config(url: str | None = None) -> AlembicConfig:
+def alembic_config() -> AlembicConfig:
+    """Alembic's settings for the migrations shipped with the package."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(resource_dir("alembic")))
-    if url:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
@@ -132,7 +132,7 @@ def upgrade_database(engine: Engine) -> None:
     # Several runners may start at once on a new database: one migrates, the others wait.
     with engine.execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
         if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7317001)")
+            connection.exec_driver_sql(xact_lock_sql(MIGRATIONS_LOCK))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()

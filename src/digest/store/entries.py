@@ -1,20 +1,143 @@
-"""Reading stored entries back as they are kept: what `digest entries` lists.
+"""Entries: each stored once per feed, and read back as they are kept.
 
-For people who want to see what digest made of a feed, and for scripts that check it.
+Storing decides what is new (by the key the parse stage made) and what changed (by its
+content hash); reading back is what `digest entries` lists, for people who want to see what
+digest made of a feed, and for scripts that check it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import functools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import or_, select
+from sqlalchemy import Dialect, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from digest.store.models import EntryRow, FeedRow
+from digest.parse import ParsedEntry
+from digest.parse.urls import canonical_url
+from digest.store.driver import DriverStatement
+from digest.store.models import Base, EntryRow, FeedRow
 
+_T = TypeVar("_T")
+
+_ENTRIES = Base.metadata.tables[EntryRow.__tablename__]
+
+_NEW_ENTRY_COLUMNS = (
+    "feed_id", "key", "title", "link", "canonical_url", "summary", "author",
+    "published_at", "first_seen_at", "updated_at", "content_hash",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EntryChanges:
+    """What storing a feed's entries did: the poller counts them, editions take the new."""
+
+    new: list[ParsedEntry] = field(default_factory=list)
+    changed: list[ParsedEntry] = field(default_factory=list)
+
+
+def plan_entry_changes(stored: Mapping[str, str], parsed: Iterable[ParsedEntry]) -> EntryChanges:
+    """Which parsed entries are new and which changed, given stored key -> content hash.
+
+    Pure, so the "what changed?" rule is tested without a database or a server. An entry
+    repeated inside one feed counts once (the first copy wins, as feeds list newest first).
+    """
+    changes = EntryChanges()
+    seen: set[str] = set()
+    for entry in parsed:
+        key = entry.key
+        if key in seen:
+            continue
+        seen.add(key)
+        if key not in stored:
+            changes.new.append(entry)
+        elif stored[key] != entry.content_hash:
+            changes.changed.append(entry)
+    return changes
+
+
+def store_entries(
+    session: Session, feed_id: int, entries: Sequence[ParsedEntry], now: datetime
+) -> EntryChanges:
+    """Insert new entries and update changed ones; the same entries again change nothing.
+
+    Keys are stored as the parse stage made them (digest.parse.entry.entry_key).
+    """
+    connection = session.connection()
+    stored: dict[str, str] = {}
+    for chunk in _chunks([entry.key for entry in entries], 500):
+        query = _stored_hashes(connection.dialect, len(chunk))
+        parameters = {"feed_id": feed_id} | {f"key{i}": key for i, key in enumerate(chunk)}
+        stored.update(query.execute(connection, parameters))
+    changes = plan_entry_changes(stored, entries)
+    if changes.new:
+        insert = _new_entry_insert(connection.dialect)
+        new_rows = [_entry_values(feed_id, entry, now) for entry in changes.new]
+        for rows in _chunks(new_rows, 200):
+            insert.execute_many(connection, rows)
+    for entry in changes.changed:
+        values = _entry_values(feed_id, entry, now)
+        # first_seen_at stays, so the entry keeps its place; an undated entry keeps its date.
+        del values["first_seen_at"], values["feed_id"], values["key"]
+        if entry.published is None:
+            del values["published_at"]
+        session.execute(
+            update(EntryRow)
+            .where(EntryRow.feed_id == feed_id, EntryRow.key == entry.key)
+            .values(**values)
+        )
+    return changes
+
+
+@functools.lru_cache(maxsize=64)  # one per chunk length: feeds list from a few to 500 entries
+def _stored_hashes(dialect: Dialect, count: int) -> DriverStatement:
+    """Key and content hash of those of `count` keys a feed already has."""
+    names = [f"key{i}" for i in range(count)]
+    statement = select(_ENTRIES.c.key, _ENTRIES.c.content_hash).where(
+        _ENTRIES.c.feed_id == bindparam("feed_id"),
+        _ENTRIES.c.key.in_([bindparam(name) for name in names]),
+    )
+    binds = {"feed_id": _ENTRIES.c.feed_id} | {name: _ENTRIES.c.key for name in names}
+    return DriverStatement.compile(statement, dialect, binds)
+
+
+@functools.cache
+def _new_entry_insert(dialect: Dialect) -> DriverStatement:
+    """The INSERT of new entries. Another poller may have stored the same entry meanwhile:
+    then theirs stands."""
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = insert(_ENTRIES).on_conflict_do_nothing(
+        index_elements=[_ENTRIES.c.feed_id, _ENTRIES.c.key]
+    )
+    return DriverStatement.compile(
+        statement, dialect, {name: _ENTRIES.c[name] for name in _NEW_ENTRY_COLUMNS}
+    )
+
+
+def _entry_values(feed_id: int, entry: ParsedEntry, now: datetime) -> dict[str, Any]:
+    """An entry's row; undated entries take the time they were first seen."""
+    return {
+        "feed_id": feed_id,
+        "key": entry.key,
+        "title": entry.title,
+        "link": entry.link,
+        "canonical_url": canonical_url(entry.link),
+        "summary": entry.summary,
+        "author": entry.author,
+        "published_at": entry.published or now,
+        "first_seen_at": now,
+        "updated_at": now,
+        "content_hash": entry.content_hash,
+    }
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -49,9 +172,7 @@ class UnknownFeed(LookupError):
         self.known = tuple(known)
 
 
-def recent_entries(
-    session: Session, *, feed: str | None = None, limit: int
-) -> list[StoredEntry]:
+def recent_entries(session: Session, *, feed: str | None = None, limit: int) -> list[StoredEntry]:
     """The newest `limit` stored entries of the configured feeds, newest first.
 
     Newest: by published time (undated entries were stored with the time they were first

@@ -6,15 +6,13 @@ while the daemon was down is made up once at start. The config is re-read on SIG
 the file changes; SIGTERM and SIGINT stop it cleanly: the poll in flight gets a few seconds
 to finish, then is cancelled (its unfinished feeds stay due), and the process exits 0.
 
-Test hook: DIGEST_TEST_CLOSE_EVERY (a duration such as `2s`) closes every stream on that
-interval instead of its cron schedule, so tests need not wait for the minute.
+When streams close and how often polling runs is decided in digest.clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -24,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -33,95 +30,32 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from digest.clock import CLOSINGS_FILE, ClosingsRecord, close_trigger, last_fire_between, poll_tick
 from digest.config import Config, ConfigError, Settings, load_config, parse_duration
 from digest.leader import PublisherRole
-from digest.locks import LockBusy, locked_database, running_daemon
+from digest.locks import LockBusy, locked_database
 from digest.poll import Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
-from digest.store import EditionRow, Store, feed_health, heartbeat, live_workers, sync_feeds
+from digest.store import EditionRow, Store, heartbeat, sync_feeds
 
 log = logging.getLogger("digest.daemon")
 
-CLOSE_EVERY_ENV = "DIGEST_TEST_CLOSE_EVERY"
-# The poll job only asks the database which feeds are due, so it can run often; it runs as
-# often as the shortest feed interval, between these bounds.
-POLL_TICK_MIN = timedelta(seconds=1)
-POLL_TICK_MAX = timedelta(seconds=30)
 CONFIG_CHECK_SECONDS = 2.0
 STOP_GRACE_SECONDS = 3.0  # for the poll in flight, before it is cancelled
-CLOSINGS_FILE = "closings.json"
 JOB_DEFAULTS = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-
-
-def close_trigger(schedule: str, zone: ZoneInfo) -> CronTrigger | IntervalTrigger:
-    """The stream's cron schedule in the site's zone (or the test hook's interval)."""
-    every = os.environ.get(CLOSE_EVERY_ENV)
-    if every:
-        return IntervalTrigger(seconds=parse_duration(every).total_seconds(), timezone=zone)
-    return CronTrigger.from_crontab(schedule, timezone=zone)
-
-
-def last_fire_between(trigger: CronTrigger, since: datetime, now: datetime) -> datetime | None:
-    """The latest time in (since, now] the trigger fires at, or None.
-
-    Searches backwards from now in growing windows, so a schedule that fires every minute
-    costs a few steps however long ago `since` was.
-    """
-    window = timedelta(hours=1)
-    while True:
-        start = max(since, now - window)
-        latest = None
-        fire = trigger.get_next_fire_time(None, start + timedelta(microseconds=1))
-        while fire is not None and fire <= now:
-            latest = fire
-            fire = trigger.get_next_fire_time(None, fire + timedelta(microseconds=1))
-        if latest is not None or start == since:
-            return latest
-        window *= 8
-
-
-def poll_tick(settings: Settings) -> timedelta:
-    shortest = min((feed.interval for feed in settings.feeds), default=POLL_TICK_MAX)
-    return max(POLL_TICK_MIN, min(shortest, POLL_TICK_MAX))
-
-
-class ClosingsRecord:
-    """Per stream, the time up to which its schedule has been served (a JSON file in the state
-    folder), so a restart can tell a closing it missed from one that found nothing new."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            self._times = {name: datetime.fromisoformat(when) for name, when in data.items()}
-        except (OSError, ValueError, AttributeError, TypeError):
-            self._times = {}
-
-    def get(self, stream: str) -> datetime | None:
-        with self._lock:
-            return self._times.get(stream)
-
-    def record(self, stream: str, at: datetime) -> None:
-        with self._lock:
-            self._times[stream] = max(at, self._times.get(stream, at))
-            text = json.dumps({name: when.isoformat() for name, when in self._times.items()})
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.path)
-
 
 ROLES = ("all", "poll", "publish")
 # How often a publishing node checks that it holds the publisher role (or, as a standby,
 # tries to take it): a standby takes over within this long of the holder's death.
 LEADER_CHECK = timedelta(seconds=5)
 LEADER_CHECK_ENV = "DIGEST_LEADER_CHECK"
-WORKERS_SHOWN_WITHIN = timedelta(minutes=2)
 
 
 class Daemon:
+    """One node's jobs: polling (roles all, poll) and, while this node holds the publisher
+    role, closing and rendering (roles all, publish)."""
+
     def __init__(self, store: Store, config: Config, role: str = "all") -> None:
         self.store = store
         self.config = config
@@ -413,6 +347,7 @@ def run_daemon(store: Store, config: Config, role: str = "all") -> None:
 
 
 def leader_check() -> timedelta:
+    """The publisher check's interval; DIGEST_LEADER_CHECK shortens it for tests."""
     override = os.environ.get(LEADER_CHECK_ENV)
     return parse_duration(override) if override else LEADER_CHECK
 
@@ -423,91 +358,3 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (status.st_mtime_ns, status.st_size, status.st_ino)
-
-
-def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
-    """What `digest status` shows: the daemon, polling, failing feeds, each stream's editions."""
-    settings = config.settings
-    pid = running_daemon(settings.site.state_dir)
-    with store.reading() as session:
-        health = feed_health(session)
-        newest = (
-            select(EditionRow.stream, func.max(EditionRow.id).label("id"))
-            .group_by(EditionRow.stream)
-            .subquery()
-        )
-        last = {
-            row.stream: row
-            for row in session.scalars(
-                select(EditionRow).join(newest, EditionRow.id == newest.c.id)
-            )
-        }
-        workers = live_workers(session, now, WORKERS_SHOWN_WITHIN)
-    polls = [feed.last_poll for feed in health if feed.last_poll]
-    streams: dict[str, Any] = {}
-    for name, stream in settings.streams.items():
-        row = last.get(name)
-        fire = close_trigger(stream.schedule, settings.site.zone).get_next_fire_time(None, now)
-        streams[name] = {
-            "schedule": stream.schedule,
-            "last_edition": None
-            if row is None
-            else {
-                "path": f"{row.stream}/{row.date:%Y/%m/%d}/{row.number}",
-                "title": row.title,
-                "closed_at": row.closed_at.isoformat(),
-            },
-            "next_closing": fire.isoformat() if fire else None,
-        }
-    return {
-        "daemon": {"running": pid is not None, "pid": pid},
-        "last_poll": max(polls).isoformat() if polls else None,
-        "feeds": len(health),
-        "failing_feeds": [feed.as_json() for feed in health if feed.failures or feed.disabled],
-        "streams": streams,
-        "workers": [
-            {
-                "id": worker.id,
-                "role": worker.role,
-                "started_at": worker.started_at.isoformat(),
-                "heartbeat_at": worker.heartbeat_at.isoformat(),
-                "feeds_held": worker.feeds_held,
-            }
-            for worker in workers
-        ],
-    }
-
-
-class _TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        # One event, one line: a traceback is folded onto it.
-        return super().format(record).replace("\n", "\\n")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        event = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
-        return json.dumps(event, ensure_ascii=False)
-
-
-def configure_logging(log_format: str, level: str) -> None:
-    """Logs go to stderr (journald or the terminal), one line per event."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # APScheduler says "job skipped: already running" at each tick of a long poll; our jobs log
-    # what they do themselves.
-    if root.level > logging.DEBUG:
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -1,0 +1,145 @@
+"""Parsing in worker processes: batches, deadlines, and a feed to blame when a parser dies.
+
+Fetching runs on one event loop; parsing runs in a small process pool so that both cores work
+(reader#261: parse in a bounded pool, not in every fetch worker), and so that a hostile body
+cannot take the poller down with it. Not imported by `digest.parse` itself: the workers
+import only the parse stage, never this module's asyncio and pebble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from collections.abc import Mapping
+from types import TracebackType
+
+from pebble import ProcessExpired, ProcessPool
+
+from digest.parse import ParsedFeed, ParseFailure, parse_many, prepare_worker
+
+_Job = tuple[bytes, str, dict[str, str]]  # body, URL it came from, response headers
+
+
+class ParserPool:
+    """Hands fetched bodies to the parser processes a few at a time; an async context manager.
+
+    A batch leaves when it is full or when its first body has waited WAIT, so a poll of
+    a few feeds is not held up and the parsers never idle for long. Each trip costs two
+    pickles, two pipe transfers and a handful of thread wake-ups; one per feed cost the poller
+    about as much CPU as storing the feed.
+
+    Each trip has a deadline. A hostile body can make a parser work for hours (nh3 takes
+    quadratic time over deeply nested blocks: 160 KB of `<ul><li>` cost 6 s), and a worker can
+    die (the kernel's OOM killer, a crash in a C library): pebble then stops or replaces just
+    that worker. The batch's feeds are parsed again one by one, so only the feed to blame
+    fails, with the reason, and every other feed goes on.
+    """
+
+    SIZE = 8
+    WAIT = 0.005  # seconds
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._pool: ProcessPool | None = None
+        self._jobs: list[_Job] = []
+        self._waiting: list[asyncio.Future[ParsedFeed | ParseFailure]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> ParserPool:
+        # forkserver: forking a process that runs an event loop and threads is unsafe. The
+        # fork server imports the parse stage once, and every worker forked from it shares
+        # those pages. pebble starts the workers at the first body, so a poll of 304s starts
+        # none.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["digest.parse"])
+        self._pool = ProcessPool(
+            max_workers=os.cpu_count() or 1, initializer=prepare_worker, context=context
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pool is not None:
+            # Every parse of a finished poll is done; a cancelled poll's parses are not wanted.
+            self._pool.stop()  # type: ignore[no-untyped-call]
+            self._pool.join()
+            self._pool = None
+
+    async def parse(
+        self, body: bytes, url: str, headers: Mapping[str, str]
+    ) -> ParsedFeed | ParseFailure:
+        """The feed in `body`, fetched from `url` with those response headers."""
+        loop = asyncio.get_running_loop()
+        parsed: asyncio.Future[ParsedFeed | ParseFailure] = loop.create_future()
+        self._jobs.append((body, url, dict(headers)))
+        self._waiting.append(parsed)
+        if len(self._jobs) >= self.SIZE:
+            self._send()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.WAIT, self._send)
+        return await parsed
+
+    def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        jobs, waiting = self._jobs, self._waiting
+        self._jobs, self._waiting = [], []
+        self._schedule(jobs, waiting)
+
+    def _schedule(
+        self, jobs: list[_Job], waiting: list[asyncio.Future[ParsedFeed | ParseFailure]]
+    ) -> None:
+        if self._pool is None:
+            raise RuntimeError("ParserPool.parse called outside 'async with ParserPool(...)'")
+        trip = asyncio.wrap_future(self._pool.schedule(parse_many, (jobs,), timeout=self._timeout))
+        trip.add_done_callback(lambda done: self._settle(done, jobs, waiting))
+
+    def _settle(
+        self,
+        trip: asyncio.Future[list[ParsedFeed | ParseFailure]],
+        jobs: list[_Job],
+        waiting: list[asyncio.Future[ParsedFeed | ParseFailure]],
+    ) -> None:
+        """Give each feed of a parsed batch its own result, or try its feeds one by one."""
+        if trip.cancelled():
+            for parsed in waiting:
+                parsed.cancel()
+            return
+        failure = trip.exception()
+        lost = _lost_parse(failure, self._timeout) if failure is not None else None
+        if lost is not None and len(jobs) > 1:
+            for job, parsed in zip(jobs, waiting, strict=True):
+                if not parsed.done():
+                    self._schedule([job], [parsed])
+            return
+        for index, parsed in enumerate(waiting):
+            if parsed.done():  # its poll was cancelled meanwhile
+                continue
+            if lost is not None:
+                parsed.set_result(lost)
+            elif failure is not None:
+                parsed.set_exception(failure)  # a bug in our own code: the poll stops on it
+            else:
+                parsed.set_result(trip.result()[index])
+
+
+def _lost_parse(failure: BaseException, timeout: float) -> ParseFailure | None:
+    """The feed's failure when its parser was stopped or died; None for any other failure."""
+    if isinstance(failure, TimeoutError):
+        return ParseFailure(f"parse stopped after {timeout:g}s (fetch.parse_timeout)")
+    if isinstance(failure, ProcessExpired):
+        code = failure.exitcode
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        if code == -signal.SIGKILL:
+            how += "; out of memory?"  # what the kernel's OOM killer sends
+        return ParseFailure(f"parser process died while parsing ({how})")
+    return None

@@ -1,0 +1,70 @@
+"""What `digest status` reports: the daemon, polling, failing feeds, each stream's editions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from digest.clock import close_trigger
+from digest.config import Config
+from digest.editions import edition_path
+from digest.locks import running_daemon
+from digest.store import EditionRow, Store, feed_health, live_workers
+
+# A worker whose heartbeat is older than this is taken for gone and not listed.
+WORKERS_SHOWN_WITHIN = timedelta(minutes=2)
+
+
+def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
+    """What `digest status` shows: the daemon, polling, failing feeds, each stream's editions."""
+    settings = config.settings
+    pid = running_daemon(settings.site.state_dir)
+    with store.reading() as session:
+        health = feed_health(session)
+        newest = (
+            select(EditionRow.stream, func.max(EditionRow.id).label("id"))
+            .group_by(EditionRow.stream)
+            .subquery()
+        )
+        last = {
+            row.stream: row
+            for row in session.scalars(
+                select(EditionRow).join(newest, EditionRow.id == newest.c.id)
+            )
+        }
+        workers = live_workers(session, now, WORKERS_SHOWN_WITHIN)
+    polls = [feed.last_poll for feed in health if feed.last_poll]
+    streams: dict[str, Any] = {}
+    for name, stream in settings.streams.items():
+        row = last.get(name)
+        fire = close_trigger(stream.schedule, settings.site.zone).get_next_fire_time(None, now)
+        streams[name] = {
+            "schedule": stream.schedule,
+            "last_edition": None
+            if row is None
+            else {
+                "path": edition_path(row.stream, row.date, row.number),
+                "title": row.title,
+                "closed_at": row.closed_at.isoformat(),
+            },
+            "next_closing": fire.isoformat() if fire else None,
+        }
+    return {
+        "daemon": {"running": pid is not None, "pid": pid},
+        "last_poll": max(polls).isoformat() if polls else None,
+        "feeds": len(health),
+        "failing_feeds": [feed.as_json() for feed in health if feed.failures or feed.disabled],
+        "streams": streams,
+        "workers": [
+            {
+                "id": worker.id,
+                "role": worker.role,
+                "started_at": worker.started_at.isoformat(),
+                "heartbeat_at": worker.heartbeat_at.isoformat(),
+                "feeds_held": worker.feeds_held,
+            }
+            for worker in workers
+        ],
+    }
