@@ -144,7 +144,7 @@ class Digest:
         config = app.config
         self._stack = ExitStack()
         store = self._stack.enter_context(app.store(config))
-        self._poller = Poller(store, config.settings.fetch)
+        self._poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
 
     def poll(self) -> str:
         return self._poller.run(every=True).line()

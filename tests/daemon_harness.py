@@ -6,7 +6,7 @@ a condition (a log line, a file, a row) instead of sleeping. The `server` and `s
 are registered for every test module by `pytest_plugins` in conftest.py.
 
 Closings use the DIGEST_TEST_CLOSE_EVERY hook (an interval instead of the stream's cron
-schedule), and a killed daemon's claims lapse after DIGEST_LEASE_SECONDS.
+schedule), and a killed daemon's claims lapse after DIGEST_TEST_LEASE.
 """
 
 from __future__ import annotations

@@ -123,6 +123,17 @@ def test_check_reports_what_it_found(demo: Path) -> None:
     assert "own feeds: 1" in result.output
 
 
+def test_a_bad_test_hook_in_the_environment_is_one_line_and_exit_2(demo: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--config", str(demo), "check"], env={"DIGEST_TEST_LEASE": "soon"}
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "environment variable DIGEST_TEST_LEASE='soon': "
+        "expected a duration such as 30m, 2h or 1d, got 'soon'\n"
+    )
+
+
 def test_a_broken_feed_is_reported_and_the_others_go_on(demo: Path, tmp_path: Path) -> None:
     (demo.parent / "feeds" / "misc.xml").unlink()
     (demo.parent / "feeds" / "speech.atom").write_text("<html><body>Not a feed</body></html>")

@@ -62,7 +62,7 @@ def test_kill_9_at_random_moments_loses_nothing(site: Site, server: FeedServer) 
 
     # A killed daemon's claims on feeds lapse after the lease: short here, so the next run
     # takes them over at once.
-    lease = {"DIGEST_LEASE_SECONDS": "2"}
+    lease = {"DIGEST_TEST_LEASE": "2s"}
     # Eight runs: every mark once, in an order drawn from the seed, then three drawn again.
     marks = rng.sample(KILL_MARKS, len(KILL_MARKS)) + rng.sample(KILL_MARKS, 3)
     for mark in marks:
@@ -146,9 +146,10 @@ def test_a_runner_that_cannot_get_the_lock_skips_with_a_message(
     site.write_config()
     assert site.digest("poll").returncode == 0
 
+    site.write_config(extra_site="  lock_wait: 1\n")
     with publish_lock(site.state, wait=0):
         started = time.monotonic()
-        skipped = site.digest("build", DIGEST_LOCK_WAIT="1")
+        skipped = site.digest("build")
         waited = time.monotonic() - started
     assert skipped.returncode == 0, skipped.stderr
     assert "skipped closing and rendering: another digest process " in skipped.stderr

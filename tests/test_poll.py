@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,6 +153,39 @@ def test_next_poll_time_rules() -> None:
     assert next_poll_time(now, hour, 1, retry_after=far, rng=rng) == now + timedelta(days=7)
     five_days = now + timedelta(days=5)
     assert next_poll_time(now, hour, 1, retry_after=five_days, rng=rng) == five_days
+
+
+def test_a_poll_polls_what_was_due_when_it_started_once(db: Store, httpserver: HTTPServer) -> None:
+    """Feeds due again during a long poll wait for the next run, so `digest update` gets to
+    build: with `interval: 1s` and slow servers a poll used to claim the fast feed again and
+    again, and never ended while feeds kept falling due."""
+    httpserver.expect_request("/fast").respond_with_data(rss("fast"))
+
+    def slow(_request: Request) -> Response:
+        time.sleep(1.5)  # the server answers one request at a time: these take turns
+        return Response(rss("slow"), content_type="application/rss+xml")
+
+    httpserver.expect_request("/slow-1").respond_with_handler(slow)
+    httpserver.expect_request("/slow-2").respond_with_handler(slow)
+    urls = [httpserver.url_for(path) for path in ("/fast", "/slow-1", "/slow-2")]
+    every_second = timedelta(seconds=1)
+    add_feeds(
+        db,
+        [FeedSettings(url=url, stream="links", interval=every_second) for url in urls],
+        datetime.now(UTC),
+    )
+
+    poller = Poller(db, FetchSettings(allow_private_networks=True))
+    finished: list[PollSummary] = []
+    running = threading.Thread(target=lambda: finished.append(poller.run()), daemon=True)
+    running.start()
+    running.join(60)  # generous: the poll takes about 3 s; the bug made it endless
+    assert finished, "the poll did not end"
+    summary = finished[0]
+
+    assert summary.polled == 3 and summary.fetched == 3, summary.line()
+    asked = [request.path for request, _response in httpserver.log]
+    assert sorted(asked) == ["/fast", "/slow-1", "/slow-2"]
 
 
 def test_a_broken_feed_does_not_stop_the_others(db: Store, httpserver: HTTPServer) -> None:

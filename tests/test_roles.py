@@ -49,7 +49,7 @@ class Node:
 
     def env(self) -> dict[str, str]:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-        return clean | {"DIGEST_TEST_CLOSE_EVERY": "1s", "DIGEST_LEADER_CHECK": "1s"}
+        return clean | {"DIGEST_TEST_CLOSE_EVERY": "1s", "DIGEST_TEST_LEADER_CHECK": "1s"}
 
     def digest(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

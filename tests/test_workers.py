@@ -212,10 +212,10 @@ def outcome(code: int, out: str, err: str) -> str:
     return f"exit {code}\nstdout: {out.strip()}\nerrors:\n" + "\n".join(errors or [err[-2000:]])
 
 
-def start_poller(config: Path, folder: Path, name: str, lease: float | None = None) -> Poller:
-    env = {k: v for k, v in os.environ.items() if k != "DIGEST_LEASE_SECONDS"}
+def start_poller(config: Path, folder: Path, name: str, lease: int | None = None) -> Poller:
+    env = {k: v for k, v in os.environ.items() if k != "DIGEST_TEST_LEASE"}
     if lease is not None:
-        env["DIGEST_LEASE_SECONDS"] = str(lease)
+        env["DIGEST_TEST_LEASE"] = f"{lease}s"
     stdout, stderr = folder / f"{name}.out", folder / f"{name}.err"
     outputs: list[IO[bytes]] = [stdout.open("wb"), stderr.open("wb")]
     try:
@@ -328,7 +328,7 @@ def test_concurrent_pollers_poll_each_feed_once(database_url: str, tmp_path: Pat
 
 
 def test_a_killed_poller_leaves_its_feeds_to_the_others(database_url: str, tmp_path: Path) -> None:
-    feeds, lease = 120, 3.0
+    feeds, lease = 120, 3
     with feed_server() as server:
         # The two configs differ only in the User-Agent, so the server tells whose GET it got.
         doomed = write_config(

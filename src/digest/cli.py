@@ -46,10 +46,10 @@ class App:
 
     @property
     def config(self) -> Config:
-        from digest.config import ConfigError, load_config
+        from digest.config import ConfigError, Timings, load_config
 
         try:
-            return load_config(self.config_path)
+            return load_config(self.config_path, Timings.from_environment(os.environ))
         except ConfigError as error:
             for problem in error.problems:
                 err.print(problem, markup=False)
@@ -59,7 +59,7 @@ class App:
     def store(self, config: Config) -> Iterator[Store]:
         from digest.store import Store, sync_feeds
 
-        store = Store(config.database_url)
+        store = Store(config.database_url, config.settings.site.busy_timeout)
         try:
             store.upgrade()
             with store.writing() as session:
@@ -120,7 +120,7 @@ def db_upgrade(app: App) -> None:
     from digest.store import Store
 
     config = app.config
-    store = Store(config.database_url)
+    store = Store(config.database_url, config.settings.site.busy_timeout)
     try:
         store.upgrade()
     finally:
@@ -314,7 +314,7 @@ def status(app: App, as_json: bool) -> None:
 
     config = app.config
     with _busy_database(config):
-        store = Store(config.database_url)
+        store = Store(config.database_url, config.settings.site.busy_timeout)
         try:
             store.upgrade()
             report = site_status(store, config, datetime.now(UTC))
@@ -429,7 +429,7 @@ def serve(
 def _poll(store: Store, config: Config, every: bool) -> PollSummary:
     from digest.poll import Poller
 
-    poller = Poller(store, config.settings.fetch)
+    poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
     with _progress("polling") as advance:
         summary = poller.run(every=every, progress=advance)
     for failure in summary.failures:

@@ -7,7 +7,7 @@ fixes a broken config in one pass. Nothing here touches the database or the netw
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 FEED_SCHEMES = ("http", "https", "gemini", "file")
+DEFAULT_BUSY_TIMEOUT = 30.0  # seconds (site.busy_timeout)
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -64,6 +65,10 @@ class SiteSettings(_Strict):
     templates: Path | None = None
     author: str = ""
     recent_count: int = Field(default=50, ge=1, le=1000)
+    # Seconds SQLite waits for a database another program holds, then says so.
+    busy_timeout: float = Field(default=DEFAULT_BUSY_TIMEOUT, gt=0)
+    # Seconds a run waits for another's closing and rendering (the publish lock), then skips.
+    lock_wait: float = Field(default=60.0, ge=0)
 
     @field_validator("base_url", "gemini_base_url")
     @classmethod
@@ -193,11 +198,53 @@ class Settings(_Strict):
 
 
 @dataclass(frozen=True)
+class Timings:
+    """Periods an operator has no reason to change and tests must shorten.
+
+    Tests construct one; for the `digest` processes they start, `from_environment` reads the
+    DIGEST_TEST_* variables, once, in the CLI.
+    """
+
+    # Close every stream on this interval instead of its schedule.
+    close_every: timedelta | None = None
+    # A poller's hold on the feeds it claimed (None: long enough for fetch.timeout).
+    lease: timedelta | None = None
+    # How often a standby node asks for the publisher role.
+    leader_check: timedelta = timedelta(seconds=5)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Timings:
+        """The test hooks: DIGEST_TEST_CLOSE_EVERY, DIGEST_TEST_LEASE, DIGEST_TEST_LEADER_CHECK
+        (durations such as `2s`). Raises ConfigError naming each bad one."""
+        values: dict[str, timedelta] = {}
+        problems = []
+        for field_name, variable in _TIMING_VARIABLES.items():
+            text = environ.get(variable, "").strip()
+            if not text:
+                continue
+            try:
+                values[field_name] = parse_duration(text)
+            except ValueError as error:
+                problems.append(f"environment variable {variable}={text!r}: {error}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+
+_TIMING_VARIABLES = {
+    "close_every": "DIGEST_TEST_CLOSE_EVERY",
+    "lease": "DIGEST_TEST_LEASE",
+    "leader_check": "DIGEST_TEST_LEADER_CHECK",
+}
+
+
+@dataclass(frozen=True)
 class Config:
     """Validated settings plus where they came from (for messages and relative paths)."""
 
     path: Path
     settings: Settings
+    timings: Timings = Timings()
 
     @property
     def database_url(self) -> str:
@@ -212,7 +259,7 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, timings: Timings = Timings()) -> Config:
     """Read and validate `path`; raise ConfigError listing every problem with its line."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -243,7 +290,9 @@ def load_config(path: Path) -> Config:
                 for line, loc, message in problems
             ]
         )
-    return Config(path=path, settings=_resolve_paths(settings, path.parent.resolve()))
+    return Config(
+        path=path, settings=_resolve_paths(settings, path.parent.resolve()), timings=timings
+    )
 
 
 def _unknown_streams(data: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from digest.clock import CLOSINGS_FILE, ClosingsRecord, close_trigger, last_fire_between, poll_tick
-from digest.config import Config, ConfigError, Settings, load_config, parse_duration
+from digest.config import Config, ConfigError, Settings, load_config
 from digest.leader import PublisherRole
 from digest.locks import LockBusy, locked_database
 from digest.poll import Poller, PollSummary, run_async, worker_id
@@ -48,8 +48,6 @@ JOB_DEFAULTS = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None
 ROLES = ("all", "poll", "publish")
 # How often a publishing node checks that it holds the publisher role (or, as a standby,
 # tries to take it): a standby takes over within this long of the holder's death.
-LEADER_CHECK = timedelta(seconds=5)
-LEADER_CHECK_ENV = "DIGEST_LEADER_CHECK"
 
 
 class Daemon:
@@ -77,7 +75,7 @@ class Daemon:
         self._poll_idle.set()
         # One poller for the daemon's life (one worker id in the workers table); a reload
         # makes a new one for the new fetch settings.
-        self._poller = Poller(store, config.settings.fetch)
+        self._poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
         self.scheduler = BackgroundScheduler(
             timezone=config.settings.site.zone,
             executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -93,7 +91,7 @@ class Daemon:
         if self.publisher is not None:
             self.scheduler.add_job(
                 self._job(self._lead),
-                IntervalTrigger(seconds=leader_check().total_seconds()),
+                IntervalTrigger(seconds=self.config.timings.leader_check.total_seconds()),
                 id="lead",
                 next_run_time=datetime.now(UTC),
             )
@@ -123,7 +121,7 @@ class Daemon:
         """Re-read the config; keep the running one when the new one does not validate."""
         path = self.config.path
         try:
-            config = load_config(path)
+            config = load_config(path, self.config.timings)
         except ConfigError as error:
             for problem in error.problems:
                 log.error("config not reloaded: %s", problem)
@@ -147,7 +145,7 @@ class Daemon:
             return
         self.config = config
         if config.settings.fetch != old_fetch:
-            self._poller = Poller(self.store, config.settings.fetch)
+            self._poller = Poller(self.store, config.settings.fetch, lease=config.timings.lease)
         self._schedule(config.settings)
         log.info(
             "config reloaded: %d feeds, %s",
@@ -175,7 +173,7 @@ class Daemon:
         for name, stream in settings.streams.items():
             self.scheduler.add_job(
                 self._job(self._close, name),
-                close_trigger(stream.schedule, zone),
+                close_trigger(stream.schedule, zone, self.config.timings.close_every),
                 id=f"close:{name}",
                 replace_existing=True,
             )
@@ -222,7 +220,9 @@ class Daemon:
             if not known:
                 self.closings.record(name, now)  # a first start: nothing was missed
                 continue
-            trigger = close_trigger(stream.schedule, settings.site.zone)
+            trigger = close_trigger(
+                stream.schedule, settings.site.zone, self.config.timings.close_every
+            )
             if not isinstance(trigger, CronTrigger):
                 continue
             missed = last_fire_between(trigger, max(known), now)
@@ -344,12 +344,6 @@ class Daemon:
 def run_daemon(store: Store, config: Config, role: str = "all") -> None:
     """Run until SIGTERM or SIGINT; the caller holds the daemon lock and closes the store."""
     Daemon(store, config, role).run()
-
-
-def leader_check() -> timedelta:
-    """The publisher check's interval; DIGEST_LEADER_CHECK shortens it for tests."""
-    override = os.environ.get(LEADER_CHECK_ENV)
-    return parse_duration(override) if override else LEADER_CHECK
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -27,12 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 PUBLISH_LOCK = "publish.lock"
 DAEMON_LOCK = "daemon.pid"
-# How long a second runner waits for the publish lock before it skips (cron runs overlap a
-# daemon's closing for seconds, not minutes). DIGEST_LOCK_WAIT (seconds) overrides it.
-LOCK_WAIT_SECONDS = 60.0
-LOCK_WAIT_ENV = "DIGEST_LOCK_WAIT"
-# SQLite's busy timeout in seconds, replacing the store's 30 s (tests cannot wait that long).
-_RETRY_SECONDS = 0.05
+_RETRY_SECONDS = 0.05  # between tries for a held lock
 
 
 class LockBusy(Exception):
@@ -43,10 +38,6 @@ class LockBusy(Exception):
         super().__init__(f"{holder} holds {path}")
         self.path = path
         self.pid = pid
-
-
-def lock_wait_seconds() -> float:
-    return _env_seconds(LOCK_WAIT_ENV, LOCK_WAIT_SECONDS)
 
 
 @contextmanager
@@ -78,14 +69,11 @@ def file_lock(
 
 
 def publish_lock(
-    state_dir: Path, *, wait: float | None = None, cancel: threading.Event | None = None
+    state_dir: Path, *, wait: float, cancel: threading.Event | None = None
 ) -> AbstractContextManager[None]:
-    """The lock around closing editions and rendering the site."""
-    return file_lock(
-        state_dir / PUBLISH_LOCK,
-        wait=lock_wait_seconds() if wait is None else wait,
-        cancel=cancel,
-    )
+    """The lock around closing editions and rendering the site; a runner waits up to `wait`
+    seconds (site.lock_wait: cron runs overlap a daemon's closing for seconds, not minutes)."""
+    return file_lock(state_dir / PUBLISH_LOCK, wait=wait, cancel=cancel)
 
 
 def daemon_lock(state_dir: Path) -> AbstractContextManager[None]:
@@ -136,16 +124,3 @@ def locked_database(error: OperationalError, url: str) -> str | None:
     if isinstance(original, sqlite3.OperationalError) and "locked" in str(original):
         return f"database is locked by another program: {make_url(url).database}"
     return None
-
-
-def _env_seconds(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {text!r}")
-    return value

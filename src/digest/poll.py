@@ -87,11 +87,14 @@ class Poller:
     and its feeds go to the others.
     """
 
-    def __init__(self, store: Store, fetch_settings: FetchSettings) -> None:
+    def __init__(
+        self, store: Store, fetch_settings: FetchSettings, *, lease: timedelta | None = None
+    ) -> None:
+        """`lease`: how long this poller holds the feeds it claims (Timings.lease)."""
         self.store = store
         self.limits = fetch_settings
         self.worker = worker_id()
-        self.lease = lease_length(fetch_settings.timeout)
+        self.lease = lease or lease_length(fetch_settings.timeout)
         self.parse_timeout = fetch_settings.parse_timeout
         # Claimed per round: enough that the fetch slots never sit idle waiting for a claim.
         self.batch = max(4 * fetch_settings.concurrency, 50)
@@ -216,6 +219,7 @@ class Poller:
                 worker=self.worker,
                 lease=self.lease,
                 limit=limit,
+                due_by=started,
                 polled_before=started if every else None,
             )
             heartbeat(session, self.worker, "poll", now)
@@ -326,6 +330,5 @@ def worker_id() -> str:
 
 
 def lease_length(timeout: float) -> timedelta:
-    """Long enough for one fetch and its parse; DIGEST_LEASE_SECONDS overrides it (tests)."""
-    override = os.environ.get("DIGEST_LEASE_SECONDS")
-    return timedelta(seconds=float(override) if override else 2 * timeout + 10)
+    """Long enough for one fetch and its parse."""
+    return timedelta(seconds=2 * timeout + 10)

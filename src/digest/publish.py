@@ -42,7 +42,7 @@ def publishing(
     settings: Settings, *, cancel: threading.Event | None = None
 ) -> AbstractContextManager[None]:
     """The publish lock of this site; raises digest.locks.LockBusy after a bounded wait."""
-    return publish_lock(settings.site.state_dir, cancel=cancel)
+    return publish_lock(settings.site.state_dir, wait=settings.site.lock_wait, cancel=cancel)
 
 
 def build(store: Store, settings: Settings, at: datetime | None = None) -> list[Edition]:

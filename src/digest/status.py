@@ -39,7 +39,8 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
     streams: dict[str, Any] = {}
     for name, stream in settings.streams.items():
         row = last.get(name)
-        fire = close_trigger(stream.schedule, settings.site.zone).get_next_fire_time(None, now)
+        trigger = close_trigger(stream.schedule, settings.site.zone, config.timings.close_every)
+        fire = trigger.get_next_fire_time(None, now)
         streams[name] = {
             "schedule": stream.schedule,
             "last_edition": None

@@ -12,7 +12,6 @@ handler were a fifth of a warm poll's time (`make bench`).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,31 +26,29 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from digest.config import DEFAULT_BUSY_TIMEOUT
+from digest.locks import file_lock
 from digest.resources import resource_dir
 from digest.store.advisory import MIGRATIONS_LOCK, xact_lock_sql
 
-DEFAULT_BUSY_TIMEOUT = 30.0  # seconds; DIGEST_BUSY_TIMEOUT overrides it
-
-
-def busy_timeout() -> float:
-    """How long SQLite waits for a lock another program holds before giving up."""
-    value = os.environ.get("DIGEST_BUSY_TIMEOUT")
-    return float(value) if value else DEFAULT_BUSY_TIMEOUT
-
 
 class Store:
-    """One database: an engine and the two kinds of session the stages use."""
+    """One database: an engine and the two kinds of session the stages use.
 
-    def __init__(self, url: str) -> None:
+    `busy_timeout`: seconds SQLite waits for a lock another program holds before giving up
+    (site.busy_timeout).
+    """
+
+    def __init__(self, url: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
         )
         # SQLite takes one writer at a time anyway; PostgreSQL writers run side by side.
         self._write_turn = threading.Lock() if self.is_sqlite else None
-        self._busy_timeout = busy_timeout()  # as the engine's connections were given
+        self._busy_timeout = busy_timeout  # as the engine's connections were given
 
     @property
     def is_sqlite(self) -> bool:
@@ -83,16 +80,15 @@ class Store:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (run on every start)."""
-        upgrade_database(self.engine)
+        upgrade_database(self.engine, self._busy_timeout)
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    timeout = busy_timeout()
     engine = create_engine(url, connect_args={"timeout": timeout})
     if engine.url.database and engine.url.database != ":memory:":
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -123,13 +119,32 @@ def alembic_config() -> AlembicConfig:
     return config
 
 
-def upgrade_database(engine: Engine) -> None:
+def upgrade_database(engine: Engine, wait: float = DEFAULT_BUSY_TIMEOUT) -> None:
     config = alembic_config()
     head = ScriptDirectory.from_config(config).get_current_head()
     with engine.connect() as connection:
         if MigrationContext.configure(connection).get_current_revision() == head:
             return  # the common case: a read, no write lock (works while others write)
     # Several runners may start at once on a new database: one migrates, the others wait.
+    # PostgreSQL: an advisory lock for the one transaction of all migrations. SQLite: alembic
+    # commits after each migration (its DDL counts as not transactional), so a runner waiting
+    # for the database lock would slip in between, read a half-way revision and repeat the
+    # rest; a file lock beside the database is held over the whole upgrade instead.
+    with _sqlite_migration_lock(engine, wait):
+        _migrate(engine, config)
+
+
+@contextmanager
+def _sqlite_migration_lock(engine: Engine, wait: float) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with file_lock(Path(f"{database}-migration.lock"), wait=wait):
+        yield
+
+
+def _migrate(engine: Engine, config: AlembicConfig) -> None:
     with engine.execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(xact_lock_sql(MIGRATIONS_LOCK))

@@ -65,11 +65,14 @@ def claim_feeds(
     worker: str,
     lease: timedelta,
     limit: int,
+    due_by: datetime | None = None,
     polled_before: datetime | None = None,
 ) -> list[ClaimedFeed]:
     """Claim up to `limit` due feeds for `worker` until now + lease.
 
-    Due: the next poll time has come (or, with `polled_before`, not polled since then).
+    Due: the next poll time is `due_by` (default: now) or earlier; with `polled_before`, not
+    polled since then. A poll passes its start as `due_by`, so a feed that falls due again
+    during a long poll waits for the next one, and every poll ends.
     A feed another worker holds a live lease on is skipped. On PostgreSQL the pick is
     FOR UPDATE SKIP LOCKED, so concurrent claimers never wait on or take the same rows; on
     SQLite the caller's BEGIN IMMEDIATE serializes claimers and this is one UPDATE.
@@ -79,6 +82,7 @@ def claim_feeds(
         statement,
         {
             "now": now,
+            "due_by": now if due_by is None else due_by,
             "worker": worker,
             "lease_until": now + lease,
             "limit": limit,
@@ -98,7 +102,8 @@ def _claim_statement(dialect: str, every: bool) -> Executable:
         (feeds.last_poll_at.is_(None))
         | (feeds.last_poll_at < bindparam("polled_before", type_=feeds.last_poll_at.type))
         if every
-        else (feeds.next_poll_at.is_(None)) | (feeds.next_poll_at <= now)
+        else (feeds.next_poll_at.is_(None))
+        | (feeds.next_poll_at <= bindparam("due_by", type_=feeds.next_poll_at.type))
     )
     pick = (
         select(feeds.id)
