@@ -173,3 +173,27 @@ def test_the_console_script_runs_with_digest_config_from_the_environment(demo: P
     assert "OK" in done.stdout
     usage = subprocess.run([str(script), "frobnicate"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2
+
+
+# --- issue 16, item 8: one line and exit 2 where a traceback was -------------------------
+
+
+def test_a_config_that_is_not_utf8_exits_2_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.yaml"
+    config.write_bytes((DEMO / "feeds.yaml").read_text().encode("utf-16"))
+    result = CliRunner().invoke(cli, ["--config", str(config), "check"])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"{config}: the file is UTF-16 (or has NUL bytes): save it as UTF-8\n"
+
+
+def test_an_unwritable_state_dir_exits_2_with_one_line(demo: Path, tmp_path: Path) -> None:
+    # A file where the folder should be: as unusable as a read-only folder, also for root.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    text = demo.read_text().replace("state_dir: ../../build/state", f"state_dir: {blocked}/state")
+    demo.write_text(text)
+    result = CliRunner().invoke(cli, ["--config", str(demo), "update"])
+    assert result.exit_code == 2, result.output
+    assert f"{demo}: site.state_dir {blocked}/state: cannot write there (Not a directory)" in (
+        result.output
+    )

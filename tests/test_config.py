@@ -168,3 +168,94 @@ def test_the_example_configs_are_valid() -> None:
         settings = load_config(path).settings
         assert settings.feeds and settings.streams
         assert any(feed.own for feed in settings.feeds)
+
+
+# --- issue 16: mistakes that passed `digest check` or ended in a traceback ----------------
+
+
+def test_a_schedule_the_daemon_cannot_follow_is_rejected_with_its_line(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, GOOD.replace('"0 12,23 * * *"', '"61 25 * * *"'))
+    assert len(problems) == 1
+    assert ":12: streams.links.schedule: not a valid cron schedule '61 25 * * *': " in problems[0]
+
+
+def test_a_feed_listed_twice_is_rejected_naming_both_lines(tmp_path: Path) -> None:
+    text = GOOD + '  - {url: "https://example.net/feed/", stream: gemini-links}\n'
+    text += '  - {url: "file:./feeds/own.xml", own: true}\n'
+    problems = problems_of(tmp_path, text)
+    assert problems == [
+        f"{tmp_path / 'feeds.yaml'}:21: feeds[3].url: the same URL as feeds[0] on line 18: "
+        "list each feed once",
+        f"{tmp_path / 'feeds.yaml'}:22: feeds[4].url: the same URL as feeds[2] on line 20: "
+        "list each feed once",
+    ]
+
+
+def test_a_duplicate_key_is_rejected_naming_both_lines(tmp_path: Path) -> None:
+    text = GOOD.replace("  output_dir: out\n", "  output_dir: out\n  title: Other Links\n")
+    assert problems_of(tmp_path, text) == [
+        f"{tmp_path / 'feeds.yaml'}:7: site.title: duplicate key (also on line 2): keep one"
+    ]
+    flow = GOOD.replace("name: Example Net,", "name: Example Net, name: Again,")
+    assert problems_of(tmp_path, flow)[0].endswith(
+        ":18: feeds[0].name: duplicate key (also on line 18): keep one"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (GOOD.encode("utf-16"), ": the file is UTF-16 (or has NUL bytes): save it as UTF-8"),
+        (GOOD.encode("utf-16-le"), ": the file is UTF-16 (or has NUL bytes): save it as UTF-8"),
+        (
+            GOOD.replace("Example Net", "Exemple Néт")
+            .encode("utf-8")
+            .replace(b"\xc3\xa9", b"\xe9"),
+            ":18: not UTF-8 (byte 0xe9): save the file as UTF-8",
+        ),
+    ],
+)
+def test_a_file_that_is_not_utf8_gets_one_line(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.problems == [f"{path}{expected}"]
+
+
+def test_a_utf8_bom_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_bytes(GOOD.encode("utf-8-sig"))
+    assert load_config(path).settings.site.title == "Example Links"
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, GOOD + "fetch:\n  allowed_networks: &loop [*loop]\n")
+    assert len(problems) == 1
+    assert (
+        ":22: fetch.allowed_networks[0]: an alias refers to a value that contains it"
+        in (problems[0])
+    )
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 10)]
+    text = GOOD + "x-bomb:\n" + "".join(f"  {level}\n" for level in levels)
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1
+    assert "aliases expand the file past 100,000 values (an alias bomb?)" in problems[0]
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "feeds:\n",
+        "feeds:\n"
+        "  - &net {url: 'https://example.net/a', stream: links, interval: 2h}\n"
+        "  - {<<: *net, url: 'https://example.net/b'}\n",
+    )
+    feeds = load_config(write(tmp_path, text)).settings.feeds
+    assert [(feed.url, feed.interval) for feed in feeds[:2]] == [
+        ("https://example.net/a", timedelta(hours=2)),
+        ("https://example.net/b", timedelta(hours=2)),
+    ]

@@ -350,3 +350,31 @@ def test_json_logs_are_one_object_per_line(site: Site, server: FeedServer) -> No
     assert any(m.startswith("daemon started") for m in messages)
     assert any(m.startswith("polled 1 feeds: 1 fetched") for m in messages)
     assert {"time", "level", "logger", "message"} <= set(events[0])
+
+
+def test_a_reload_with_a_bad_schedule_or_a_feed_listed_twice_keeps_the_daemon_running(
+    site: Site, server: FeedServer
+) -> None:
+    """Issue 16, item 3: both edits passed the config check and killed the daemon."""
+    server.add("alpha", 2)
+    site.feeds = [rss_feed(server, "alpha", interval="2s")]
+    site.write_config()
+    daemon = site.start()
+    wait_for(lambda: len(site.stored_links()) == 2, "alpha to be polled")
+
+    site.schedule = "61 25 * * *"
+    site.write_config()
+    site.wait_for_log(daemon, "streams.links.schedule: not a valid cron schedule")
+    assert f"config not reloaded: {site.config}:13: streams.links" in site.log(daemon)
+    site.schedule = "0 0 1 1 *"
+    site.feeds.append(rss_feed(server, "alpha"))
+    site.write_config()
+    site.wait_for_log(daemon, "the same URL as feeds[0]")
+    assert f"config not reloaded: {site.config}:18: feeds[1].url: the same URL" in site.log(daemon)
+
+    server.add("alpha", 1)  # still polling on the old config
+    wait_for(lambda: len(site.stored_links()) == 3, "alpha to be polled on the old config")
+    assert daemon.poll() is None
+    assert "Traceback" not in site.log(daemon)
+    code, _ = terminate(daemon)
+    assert code == 0, site.log(daemon)

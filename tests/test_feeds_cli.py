@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,14 @@ from pytest_httpserver import HTTPServer
 from digest.cli import cli
 
 DAY = 86400
+RSS = (
+    '<?xml version="1.0"?><rss version="2.0"><channel><title>Alpha</title>'
+    "<link>https://example.net/</link><description>d</description>"
+    "<item><title>One</title><link>https://example.net/1</link></item></channel></rss>"
+)
 
 
-def feeds_after_poll(tmp_path: Path, urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+def write_config(tmp_path: Path, urls: dict[str, str]) -> Path:
     config = tmp_path / "feeds.yaml"
     config.write_text(
         "site: {title: T, base_url: 'https://links.example.org/', "
@@ -29,6 +35,11 @@ def feeds_after_poll(tmp_path: Path, urls: dict[str, str]) -> dict[str, dict[str
             for name, url in urls.items()
         )
     )
+    return config
+
+
+def feeds_after_poll(tmp_path: Path, urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+    config = write_config(tmp_path, urls)
     runner = CliRunner()
     polled = runner.invoke(cli, ["--config", str(config), "poll"], catch_exceptions=False)
     assert polled.exit_code == 1, polled.output  # every feed here answers "not now"
@@ -56,3 +67,34 @@ def test_next_poll_follows_retry_after_up_to_a_week(
     wait = datetime.fromisoformat(feed["next_poll"]) - datetime.fromisoformat(feed["last_poll"])
     # Counted from the response, a moment before the poll was recorded.
     assert abs(wait - timedelta(days=expected_days)) < timedelta(minutes=1)
+
+
+def test_a_next_poll_a_clock_ahead_left_is_reported_and_polled(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    """A run with the clock a year ahead used to leave every feed unpolled until that date."""
+    httpserver.expect_request("/feed").respond_with_data(RSS, content_type="application/rss+xml")
+    config = write_config(tmp_path, {"alpha": httpserver.url_for("/feed")})
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(config), "poll"]).exit_code == 0
+    year_ahead = datetime.now(UTC) + timedelta(days=365)
+    database = sqlite3.connect(tmp_path / "digest.db")
+    with database:  # what a poll with the clock a year ahead writes
+        database.execute("UPDATE feeds SET next_poll_at = ?", (f"{year_ahead:%Y-%m-%d %H:%M:%S}",))
+    database.close()
+
+    status = runner.invoke(cli, ["--config", str(config), "status", "--json"])
+    assert [feed["name"] for feed in json.loads(status.stdout)["next_poll_out_of_reach"]] == [
+        "alpha"
+    ]
+    polled = runner.invoke(cli, ["--config", str(config), "poll"])
+
+    assert polled.exit_code == 0, polled.output
+    assert "polled 1 feeds" in polled.stdout
+    assert "alpha: its next poll was set for" in polled.stderr
+    assert "(was the clock ahead?)" in polled.stderr
+    listed = runner.invoke(cli, ["--config", str(config), "feeds", "--json"])
+    next_poll = datetime.fromisoformat(json.loads(listed.stdout)[0]["next_poll"])
+    assert next_poll < datetime.now(UTC) + timedelta(hours=2)  # its 1 h interval again
+    status = runner.invoke(cli, ["--config", str(config), "status", "--json"])
+    assert json.loads(status.stdout)["next_poll_out_of_reach"] == []

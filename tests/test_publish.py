@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from digest.config import FeedSettings, Settings, SiteSettings, StreamSettings
-from digest.publish import build, render
+from digest.publish import build, kept_editions, published_numbers, render
 from digest.render import FEED_EDITIONS
 from digest.store import Store, store_entries
 from tests.conftest import add_feeds, make_entry
@@ -51,3 +52,27 @@ def test_incremental_renders_match_a_full_render(store: Store, tmp_path: Path) -
     render(store, full)
     assert tree(tmp_path / "inc") == tree(tmp_path / "full")
     assert len(list((tmp_path / "full" / "links").rglob("*.html"))) == count + 1
+
+
+def test_kept_pages_are_read_back_or_named_by_their_path(tmp_path: Path) -> None:
+    """Pages the database has no record of keep their title and time in the indexes; a page
+    from a template without them still gets listed, by its path."""
+    day = tmp_path / "links/2025/03/28"
+    day.mkdir(parents=True)
+    (day / "1.gmi").write_text("# Links 28/03/2025: A &amp; B\n\nbody\n")
+    (day / "1.html").write_text(
+        '<h1>Links 28/03/2025: A &amp; B</h1><time datetime="2025-03-28T12:00:00+00:00">x</time>'
+    )
+    (day / "2.html").write_text("<p>a page of someone's own template</p>")
+    (day / ".3.html.abcd1234.tmp").write_text("half a page")
+    (day / "4.html").write_text("<h1>Recorded</h1>")
+    kept = kept_editions(
+        tmp_path, "links", "Links for the day", {"links/2025/03/28/4"}, ZoneInfo("Europe/London")
+    )
+    assert [(e.number, e.title, e.closed_at) for e in kept] == [
+        (1, "Links 28/03/2025: A &amp; B", datetime(2025, 3, 28, 12, tzinfo=UTC)),
+        (2, "links 2025-03-28 #2", datetime(2025, 3, 28, 0, 0, 2, tzinfo=UTC)),
+    ]
+    assert all(e.sections == () and e.summary == "Links for the day" for e in kept)
+    assert published_numbers(tmp_path, "links", date(2025, 3, 28)) == {1, 2, 4}
+    assert published_numbers(tmp_path, "links", date(2025, 3, 29)) == set()

@@ -26,7 +26,7 @@ from digest.editions import Edition, EditionItem, EditionSection
 from digest.parse.text import clean_text
 from digest.parse.urls import safe_url
 from digest.render import SiteContent, StreamContent, render_site
-from tests.test_render import sample_content
+from tests.site_content import sample_content
 from tests.validators import newsboat_reload, require_tool
 
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from digest.render import render_site
 from digest.serve import Redirect, ensure_certificate, parse_listen, resolve_path, serve
 from tests.gemini_servers import make_certificate
-from tests.test_render import sample_content
+from tests.site_content import sample_content
 from tests.validators import check_gemtext, newsboat_reload, require_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ STOP_TIMEOUT = 20
 SERVE_SCRIPT = """
 import json, logging, sys
 from pathlib import Path
-from digest.serve import parse_listen, serve
+from digest.serve import Limits, parse_listen, serve
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 a = json.loads(sys.argv[1])
 def path(key):
@@ -53,6 +53,7 @@ serve(
     cert=path("cert"),
     key=path("key"),
     state_dir=Path(a["state"]),
+    limits=None if a["limits"] is None else Limits(**a["limits"]),
 )
 print("serve returned", file=sys.stderr)
 """
@@ -100,6 +101,7 @@ def start_serve(
     key: Path | None = None,
     http_listen: str = "127.0.0.1:0",
     gemini_listen: str = "127.0.0.1:0",
+    limits: dict[str, float] | None = None,
 ) -> Served:
     """Start serve on free ports (port 0) and wait for the startup lines naming them."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -112,6 +114,7 @@ def start_serve(
         "cert": None if cert is None else str(cert),
         "key": None if key is None else str(key),
         "state": str(state or tmp / "state"),
+        "limits": limits,
     }
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     with log.open("wb") as out:
@@ -738,3 +741,176 @@ def test_bad_arguments_fail_before_anything_starts(
     }
     with pytest.raises(error):
         serve(**arguments)  # type: ignore[arg-type]
+
+
+# --- half-open connections, the connection cap, malformed Gemini requests (issue 16, item 7) ---
+
+# Short limits so the tests wait seconds, not minutes; bounds below are generous on purpose.
+SHORT = {"header_timeout": 1.0, "idle_timeout": 30.0}
+CLOSE_BOUND = 15.0  # seconds: far above the 1 s timeout, far below "forever"
+
+
+def tls_client() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def wait_closed(sock: socket.socket | ssl.SSLSocket, bound: float = CLOSE_BOUND) -> float:
+    """Seconds until the server closed `sock` (EOF or reset); fails past `bound`."""
+    start = time.monotonic()
+    sock.settimeout(bound)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        raise AssertionError(f"still open after {bound} s") from None
+    except (ConnectionError, ssl.SSLError):
+        pass  # aborted: a reset, or a TLS stream cut short
+    return time.monotonic() - start
+
+
+def test_http_half_sent_headers_are_closed_after_the_header_timeout(tmp_path: Path) -> None:
+    served = start_serve(tmp_path / "run", build_site(tmp_path), gemini=False, limits=SHORT)
+    try:
+        assert served.http_port is not None
+        address = ("127.0.0.1", served.http_port)
+        with socket.create_connection(address, timeout=10) as silent:
+            assert wait_closed(silent) >= 0.5  # nothing sent at all
+        with socket.create_connection(address, timeout=10) as half:
+            half.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n")  # no blank line
+            assert wait_closed(half) >= 0.5
+        # A byte now and then does not keep a request alive: the clock runs from its start.
+        with socket.create_connection(address, timeout=10) as drip:
+            start, closed = time.monotonic(), False
+            while time.monotonic() - start < CLOSE_BOUND and not closed:
+                try:
+                    drip.sendall(b"X")
+                except OSError:
+                    closed = True
+                time.sleep(0.2)
+            assert closed or wait_closed(drip, 1) >= 0
+        # A whole request is answered; the keep-alive connection then waits past the header
+        # timeout (idle, not half-sent) and still serves a second request.
+        connection = http.client.HTTPConnection(*address, timeout=10)
+        connection.request("GET", "/index.html")
+        assert connection.getresponse().read()
+        time.sleep(2.5)
+        connection.request("GET", "/feed.xml")
+        response = connection.getresponse()
+        assert (response.status, bool(response.read())) == (200, True)
+        connection.close()
+        assert http_request(served, "/").status == 200
+    finally:
+        assert served.stop() == 0, served.log_text()
+
+
+def test_http_idle_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    limits = {"header_timeout": 1.0, "idle_timeout": 2.0}
+    served = start_serve(tmp_path / "run", build_site(tmp_path), gemini=False, limits=limits)
+    try:
+        assert served.http_port is not None
+        with socket.create_connection(("127.0.0.1", served.http_port), timeout=10) as sock:
+            sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            wait_closed(sock)
+    finally:
+        assert served.stop() == 0, served.log_text()
+
+
+def test_gemini_half_sent_request_line_is_closed_after_the_header_timeout(tmp_path: Path) -> None:
+    served = start_serve(tmp_path / "run", build_site(tmp_path), http=False, limits=SHORT)
+    try:
+        assert served.gemini_port is not None
+        address = ("127.0.0.1", served.gemini_port)
+        with socket.create_connection(address, timeout=10) as raw:  # not even a TLS handshake
+            assert wait_closed(raw) >= 0.5
+        with (
+            socket.create_connection(address, timeout=10) as raw,
+            tls_client().wrap_socket(raw) as tls,
+        ):
+            tls.sendall(served.gemini_url("/index.gmi").encode())  # no CRLF
+            assert wait_closed(tls) >= 0.5
+        header, _, _ = gemini_request(served.gemini_port, served.gemini_url("/"))
+        assert header.startswith("20 ")
+    finally:
+        assert served.stop() == 0, served.log_text()
+    assert "Traceback" not in served.log_text()
+
+
+def test_connections_past_the_cap_are_closed_at_once_and_logged_once(tmp_path: Path) -> None:
+    cap = 6
+    limits = {"header_timeout": 60.0, "idle_timeout": 60.0, "max_connections": cap}
+    served = start_serve(tmp_path / "run", build_site(tmp_path), limits=limits)
+    sockets: list[socket.socket] = []
+    try:
+        assert served.http_port is not None and served.gemini_port is not None
+        for round_ in range(2):  # the second round shows the log again only after recovery
+            for i in range(4 * cap):
+                port = served.http_port if i % 2 else served.gemini_port
+                sockets.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            # The refused ones are closed at once; `cap` stay open (their timeouts are long).
+            deadline = time.monotonic() + 20
+            open_ = list(sockets)
+            while len(open_) > cap and time.monotonic() < deadline:
+                for sock in list(open_):
+                    sock.settimeout(0.05)
+                    try:
+                        if sock.recv(1) == b"":
+                            open_.remove(sock)
+                    except TimeoutError:
+                        pass
+                    except OSError:
+                        open_.remove(sock)
+            assert len(open_) == cap, f"round {round_}: {len(open_)} open"
+            for sock in sockets:
+                sock.close()
+            sockets.clear()
+            wait_for_log(served, r"accepting connections again", round_ + 1)
+            # Normal requests are answered again on both servers.
+            assert http_request(served, "/").status == 200
+            header, _, _ = gemini_request(served.gemini_port, served.gemini_url("/"))
+            assert header.startswith("20 ")
+        text = served.log_text()
+        reached = re.findall(r"connection limit reached \(6\); refusing new connections", text)
+        assert len(reached) == 2, text
+        again = re.findall(r"accepting connections again \(\d+ open\); refused (\d+)", text)
+        assert [int(n) for n in again] == [3 * cap, 3 * cap], text
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert served.stop() == 0, served.log_text()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"gemini://127.0.0.1/" + b"x" * 1100,  # over the spec's 1024 bytes
+        b"gemini://127.0.0.1/" + b"x" * 20000,  # over jetforce's line buffer too
+        b"gemini://127.0.0.1/caf\xe9.gmi",  # Latin-1, not UTF-8
+        b"\xff\xfe" + "gemini://127.0.0.1/".encode("utf-16-le"),
+        b"/index.gmi",  # relative
+        b"",
+    ],
+)
+def test_malformed_gemini_request_gets_59_and_one_log_line(
+    site: tuple[Path, Served], line: bytes
+) -> None:
+    _, served = site
+    assert served.gemini_port is not None
+    before = served.log_text()
+    with (
+        socket.create_connection(("127.0.0.1", served.gemini_port), timeout=30) as raw,
+        tls_client().wrap_socket(raw) as tls,
+    ):
+        tls.sendall(line + b"\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    assert data.startswith(b"59 ") and data.endswith(b"\r\n") and data.count(b"\r\n") == 1, data
+    lines = wait_for_log(served, r"digest\.serve\.gemini .* 59 ", 1, len(before))
+    time.sleep(0.5)  # anything logged late (a failed Deferred) would show by now
+    new = served.log_text()[len(before) :].splitlines()
+    assert new == lines and len(lines) == 1, new
+    assert "Traceback" not in served.log_text()

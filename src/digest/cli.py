@@ -295,6 +295,7 @@ def run(app: App, log_format: str, log_level: str, role: str) -> None:
     try:
         with (
             _busy_database(config),
+            _writable_state_dir(config),
             daemon_lock(config.settings.site.state_dir),
             app.store(config) as store,
         ):
@@ -333,6 +334,11 @@ def status(app: App, as_json: bool) -> None:
     for feed in failing:
         problem = f"disabled: {feed['disabled_reason']}" if feed["disabled"] else feed["last_error"]
         click.echo(f"  {feed['name']} <{feed['url']}>: {problem} ({feed['failures']} failures)")
+    for feed in report["next_poll_out_of_reach"]:
+        click.echo(
+            f"  {feed['name']}: next poll set for {_when_text(feed['next_poll'])}, further "
+            "ahead than its interval allows (was the clock ahead?); the next poll takes it"
+        )
     for name, stream in report["streams"].items():
         last = stream["last_edition"]
         click.echo(f"stream {name} ('{stream['schedule']}'):")
@@ -427,13 +433,15 @@ def serve(
 
 
 def _poll(store: Store, config: Config, every: bool) -> PollSummary:
-    from digest.poll import Poller
+    from digest.poll import PULLED_BACK, Poller
 
     poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
     with _progress("polling") as advance:
         summary = poller.run(every=every, progress=advance)
     for failure in summary.failures:
         err.print(f"{failure.name} <{failure.url}>: {failure.error}", markup=False)
+    for feed in summary.pulled_back:
+        err.print(f"{feed.name}: {PULLED_BACK.format(when=feed.next_poll_at)}", markup=False)
     click.echo(summary.line())
     return summary
 
@@ -472,11 +480,30 @@ def _publishing(config: Config, exit_code: int = EXIT_OK) -> Iterator[None]:
     from digest.publish import publishing
 
     try:
-        with publishing(config.settings):
+        with _writable_state_dir(config), publishing(config.settings):
             yield
     except LockBusy as busy:
         err.print(f"skipped closing and rendering: {busy}; the next run will do it", markup=False)
         raise SystemExit(exit_code) from None
+
+
+@contextmanager
+def _writable_state_dir(config: Config) -> Iterator[None]:
+    """A site.state_dir this user cannot write (its lock files): one line on what to change,
+    exit 2 as for other config errors, instead of a traceback."""
+    state_dir = config.settings.site.state_dir
+    try:
+        yield
+    except OSError as error:
+        if not error.filename or not Path(error.filename).is_relative_to(state_dir):
+            raise
+        err.print(
+            f"{config.path}: site.state_dir {state_dir}: cannot write there "
+            f"({error.strerror or error}): make it writable for this user or set "
+            "site.state_dir to a folder it can write",
+            markup=False,
+        )
+        raise SystemExit(EXIT_USAGE) from None
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from digest.clock import CLOSINGS_FILE, ClosingsRecord, close_trigger, last_fire
 from digest.config import Config, ConfigError, Settings, load_config
 from digest.leader import PublisherRole
 from digest.locks import LockBusy, locked_database
-from digest.poll import Poller, PollSummary, run_async, worker_id
+from digest.poll import PULLED_BACK, Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
 from digest.store import EditionRow, Store, heartbeat, sync_feeds
@@ -112,7 +112,10 @@ class Daemon:
             if self._reload_requested or stamp != self._config_stamp:
                 self._reload_requested = False
                 self._config_stamp = stamp
-                self.reload()
+                try:
+                    self.reload()
+                except Exception as error:  # the README's promise: a bad edit never stops it
+                    log.error("config not reloaded: keeping the running config: %r", error)
             else:
                 log.debug("config file unchanged since it was read: %s", self.config.path)
         self._stop()
@@ -136,6 +139,12 @@ class Daemon:
         ):
             if before != after:
                 log.warning("site.%s changed: restart the daemon to use it", key)
+        try:  # what load_config cannot know: whether the daemon can follow each schedule
+            for stream in config.settings.streams.values():
+                close_trigger(stream.schedule, new.zone, config.timings.close_every)
+        except ValueError as error:
+            log.error("config not reloaded: %s: %s; keeping the running config", path, error)
+            return
         try:
             with self.store.writing() as session:
                 sync_feeds(session, config.settings.feeds, datetime.now(UTC))
@@ -265,6 +274,8 @@ class Daemon:
                 return
             if summary.polled:
                 log.info(summary.line())
+            for feed in summary.pulled_back:
+                log.warning("%s: %s", feed.name, PULLED_BACK.format(when=feed.next_poll_at))
             for failure in summary.failures:
                 log.warning("feed failed: %s <%s>: %s", failure.name, failure.url, failure.error)
         finally:

@@ -39,3 +39,13 @@ def next_poll_time(
     if fresh_until is not None:
         earliest = max(earliest, min(fresh_until, now + MAX_FRESHNESS))
     return earliest
+
+
+def latest_next_poll(now: datetime, interval: timedelta) -> datetime:
+    """The furthest ahead next_poll_time can put a feed's next poll.
+
+    A next poll later than this was written by a clock that ran ahead (a wrong date, a VM
+    restored from a snapshot); left alone, the feed would not be polled until that date.
+    Never earlier than now + MAX_RETRY_AFTER, so only a few feeds are ever checked.
+    """
+    return now + max(interval * (1 + JITTER), MAX_BACKOFF * (1 + JITTER), MAX_RETRY_AFTER)

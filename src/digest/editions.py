@@ -68,9 +68,19 @@ class Candidate:
 
 
 def close_edition(
-    session: Session, name: str, stream: StreamSettings, zone: ZoneInfo, at: datetime
+    session: Session,
+    name: str,
+    stream: StreamSettings,
+    zone: ZoneInfo,
+    at: datetime,
+    *,
+    after: int = 0,
 ) -> Edition | None:
     """Close the stream's next edition as of `at`, or None when too little is new.
+
+    Its number is the next of the day after the ones the database records and after `after`:
+    the highest number the caller knows to be taken some other way (published pages the
+    database has no record of, see digest.publish.close_stream).
 
     Candidates: entries of the stream's feeds published in (at - lookback, at] that are in no
     edition yet. A story whose canonical URL an earlier edition of the stream carried, or that
@@ -84,13 +94,14 @@ def close_edition(
         return None
 
     local = at.astimezone(zone)
-    number = 1 + (
+    number = 1 + max(
+        after,
         session.scalar(
             select(func.max(EditionRow.number)).where(
                 EditionRow.stream == name, EditionRow.date == local.date()
             )
         )
-        or 0
+        or 0,
     )
     sections = _ordered_sections(chosen, stream)
     headlines = rank_headlines(chosen, carried)

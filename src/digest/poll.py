@@ -17,24 +17,31 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from digest.config import FetchSettings
-from digest.due import next_poll_time
+from digest.due import MAX_RETRY_AFTER, latest_next_poll, next_poll_time
 from digest.fetch import CacheState, Fetcher, FetchResult, Outcome
 from digest.parse import ParsedFeed, ParseFailure
 from digest.parse.pool import ParserPool
 from digest.store import (
     ClaimedFeed,
     FeedUpdate,
+    ScheduledFeed,
     Store,
     apply_feed_updates,
     claim_feeds,
+    feeds_scheduled_after,
     heartbeat,
     release_claims,
     renew_leases,
+    reschedule,
     store_entries,
 )
 from digest.store.hosts import known_hosts, offer_host, remember_host
 
 WRITE_BATCH = 200  # feeds per write transaction, at most
+PULLED_BACK = (
+    "its next poll was set for {when:%Y-%m-%d %H:%M} UTC, further ahead than its interval "
+    "and any backoff allow (was the clock ahead?): polled now"
+)
 
 ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
@@ -56,6 +63,8 @@ class PollSummary:
     new_entries: int = 0
     updated_entries: int = 0
     failures: list[FeedFailure] = field(default_factory=list)
+    # Feeds whose next poll was further ahead than anything allows: polled now instead.
+    pulled_back: list[ScheduledFeed] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -109,6 +118,7 @@ class Poller:
         with self.store.reading() as session:
             known = known_hosts(session)
         summary = PollSummary()
+        summary.pulled_back = await asyncio.to_thread(self._pull_back, started)
         claimed = await asyncio.to_thread(self._claim, started, every, self.batch)
         if not claimed:
             return summary
@@ -209,6 +219,14 @@ class Poller:
                     progress(summary.done, summary.polled)
             if item is None:
                 return
+
+    def _pull_back(self, now: datetime) -> list[ScheduledFeed]:
+        """Make feeds due whose next poll a clock that ran ahead put out of reach."""
+        with self.store.writing() as session:
+            ahead = feeds_scheduled_after(session, now + MAX_RETRY_AFTER)
+            wrong = [f for f in ahead if f.next_poll_at > latest_next_poll(now, f.interval)]
+            reschedule(session, [feed.id for feed in wrong], now)
+        return wrong
 
     def _claim(self, started: datetime, every: bool, limit: int) -> list[_Due]:
         now = datetime.now(UTC)

@@ -3,24 +3,42 @@
 Wiring between editions, store and render: the renderer gets plain dataclasses and never
 sees the database. Callers hold `publishing(settings)` around `build` and `render`, so a
 daemon and cron runs close and write one at a time.
+
+Published pages outlive the database. An edition page in the output folder that the database
+has no record of (the database was lost, emptied, or replaced by a new or older one) is
+*kept*: a new edition of that day is numbered after it, so its URL never gets other content,
+and the indexes and feeds go on listing it, with the title and time read back from the page.
+We number after what is on disk rather than refuse: a user who lost the database wants the
+archive kept and the site to go on publishing, with nothing to do by hand. Only the output
+folder is looked at: when it is a staging folder synced to the server (rsync) and was lost
+too, digest cannot see the server's pages, so copy them back before the first run (see the
+README); we keep no second record of what was published, because the output folder is it.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import threading
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
-from digest.editions import Edition, close_edition, edition_paths, load_editions
+from digest.editions import (
+    Edition,
+    close_edition,
+    edition_path,
+    edition_paths,
+    load_editions,
+)
 from digest.files import remove_temporary_files
 from digest.locks import publish_lock
 from digest.render import (
@@ -31,11 +49,18 @@ from digest.render import (
     StreamContent,
     render_site,
 )
-from digest.store import EntryRow, FeedRow, Store
+from digest.store import EditionRow, EntryRow, FeedRow, Store
 
 log = logging.getLogger("digest.publish")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# An edition's page: <stream>/YYYY/MM/DD/<n>.html or .gmi (temporary files never match).
+_EDITION_PAGE = re.compile(r"^([1-9][0-9]{0,8})\.(?:html|gmi)$")
+_DAY_FOLDERS = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
+_H1 = re.compile(r"<h1[^>]*>(.*?)</h1>", re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+_TIME = re.compile(r"<time\b[^>]*\bdatetime=\"([^\"]+)\"")
+_HEAD_BYTES = 64 * 1024
 
 
 def publishing(
@@ -53,39 +78,151 @@ def build(store: Store, settings: Settings, at: datetime | None = None) -> list[
 
 
 def close_stream(store: Store, settings: Settings, name: str, at: datetime) -> Edition | None:
-    """Close the stream's next edition in a transaction of its own (None: nothing to close)."""
+    """Close the stream's next edition in a transaction of its own (None: nothing to close).
+
+    Numbered after the day's edition pages in the output folder that the database has no
+    record of (kept pages, see the module docstring), so it never takes a published URL.
+    """
+    day = at.astimezone(settings.site.zone).date()
+    on_disk = published_numbers(Path(settings.site.output_dir), name, day)
     try:
         with store.writing() as session:
-            return close_edition(session, name, settings.streams[name], settings.site.zone, at)
+            recorded = set(
+                session.scalars(
+                    select(EditionRow.number).where(
+                        EditionRow.stream == name, EditionRow.date == day
+                    )
+                )
+            )
+            kept = sorted(on_disk - recorded)
+            edition = close_edition(
+                session,
+                name,
+                settings.streams[name],
+                settings.site.zone,
+                at,
+                after=max(kept, default=0),
+            )
     except IntegrityError:
         # Another node closed this edition (or took these entries) first: the unique keys
         # keep it exactly-once, and what it closed is theirs to publish.
         log.info("stream %s: another process closed this edition first", name)
         return None
+    if edition is not None and kept:
+        log.warning(
+            "%s: the database has no record of the published %s; they are kept, and this "
+            "edition is number %d",
+            name,
+            ", ".join(edition_path(name, day, number) for number in kept),
+            edition.number,
+        )
+    return edition
+
+
+def published_numbers(output: Path, stream: str, day: date) -> set[int]:
+    """The edition numbers of the stream's pages for `day` in the output folder."""
+    try:
+        names = [path.name for path in (output / stream / f"{day:%Y/%m/%d}").iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return {int(match[1]) for name in names if (match := _EDITION_PAGE.match(name))}
+
+
+def kept_editions(
+    output: Path, stream: str, summary: str, recorded: Collection[str], zone: ZoneInfo
+) -> list[Edition]:
+    """The stream's edition pages in the output folder that the database has no record of,
+    as bare editions (no sections) for the indexes, newest first. Never written again."""
+    found: set[tuple[date, int]] = set()
+    for path in (output / stream).glob(f"{_DAY_FOLDERS}/*"):
+        match = _EDITION_PAGE.match(path.name)
+        if match is None:
+            continue
+        year, month, day = path.parent.relative_to(output / stream).parts
+        try:
+            found.add((date(int(year), int(month), int(day)), int(match[1])))
+        except ValueError:
+            continue
+    kept = [
+        _kept_edition(output, stream, summary, day, number, zone)
+        for day, number in found
+        if edition_path(stream, day, number) not in recorded
+    ]
+    return sorted(kept, key=lambda e: (e.closed_at, e.date, e.number), reverse=True)
+
+
+def _kept_edition(
+    output: Path, stream: str, summary: str, day: date, number: int, zone: ZoneInfo
+) -> Edition:
+    """A kept page's title and closing time as the page shows them (its gemtext heading or
+    HTML <h1>; its <time>), else the path's: what the indexes listed before the loss."""
+    path = edition_path(stream, day, number)
+    gmi, page = _head(output / f"{path}.gmi"), _head(output / f"{path}.html")
+    title = ""
+    first = gmi.split("\n", 1)[0]
+    if first.startswith("# "):
+        title = first[2:].strip()
+    elif found := _H1.search(page):
+        title = " ".join(html.unescape(_TAG.sub("", found[1])).split())
+    closed_at = None
+    if found := _TIME.search(page):
+        try:
+            shown = datetime.fromisoformat(html.unescape(found[1]))
+        except ValueError:
+            shown = None
+        if shown is not None and shown.tzinfo is not None:
+            closed_at = shown.astimezone(UTC)
+    if closed_at is None:  # the day's start, in number order
+        start = datetime.combine(day, time(), zone).astimezone(UTC)
+        closed_at = start + timedelta(seconds=number)
+    return Edition(
+        stream=stream,
+        date=day,
+        number=number,
+        title=title or f"{stream} {day:%Y-%m-%d} #{number}",
+        summary=summary,
+        closed_at=closed_at,
+        sections=(),
+    )
+
+
+def _head(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            return file.read(_HEAD_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def site_content(
     session: Session, settings: Settings, in_full: Collection[str] | None = None
 ) -> SiteContent:
     """The site as the renderer sees it: every edition in full, or (with `in_full`) only
-    those, plus the newest that the feeds carry, in full, and the rest bare for the indexes."""
+    those, plus the newest that the feeds carry, in full, and the rest bare for the indexes;
+    and each stream's kept pages (published, not in the database), listed but never written."""
     site = settings.site
     editions = (
         load_editions(session)
         if in_full is None
         else load_editions(session, bare_after=FEED_EDITIONS, full_paths=in_full)
     )
+    recorded = {edition.path for edition in editions}
     streams = [
         StreamContent(
             name=name,
             title=stream.display_label(name),
             summary=stream.summary,
             editions=[edition for edition in editions if edition.stream == name],
+            kept=kept_editions(Path(site.output_dir), name, stream.summary, recorded, site.zone),
         )
         for name, stream in settings.streams.items()
     ]
+    kept = [edition for s in streams for edition in s.kept]
     recent = sorted(
-        [_edition_post(edition, site.base_url, site.gemini_base_url) for edition in editions]
+        [
+            _edition_post(edition, site.base_url, site.gemini_base_url)
+            for edition in [*editions, *kept]
+        ]
         + _own_posts(session, site.recent_count),
         key=lambda post: post.published,
         reverse=True,

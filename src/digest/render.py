@@ -54,6 +54,9 @@ class StreamContent:
     title: str  # e.g. "Links"
     summary: str  # e.g. "Links for the day"
     editions: Sequence[Edition]  # newest first
+    # Published editions the database has no record of (bare, newest first): listed in the
+    # indexes and feeds, never written, so their pages keep their bytes.
+    kept: Sequence[Edition] = ()
 
 
 @dataclass(frozen=True)
@@ -227,8 +230,9 @@ def _pages(
     )
     wanted = None if only is None else {edition.path for edition in only}
     streams = [_stream_view(stream, content, tz) for stream in content.streams]
+    kept = {edition.path for stream in content.streams for edition in stream.kept}
     if wanted is not None:
-        missing = wanted - {e.path for s in streams for e in s.editions}
+        missing = wanted - {e.path for s in content.streams for e in s.editions}
         if missing:
             raise ValueError(f"editions not in the site content: {', '.join(sorted(missing))}")
 
@@ -241,7 +245,7 @@ def _pages(
     yield "style.css", _static(env, "style.css")
     for stream in streams:
         for edition in stream.editions:
-            if wanted is not None and edition.path not in wanted:
+            if edition.path in kept or (wanted is not None and edition.path not in wanted):
                 continue
             edition_root = "../" * edition.path.count("/")
             # page_url "" keeps the contents anchors relative on the page itself.
@@ -258,7 +262,7 @@ def _pages(
                 published=edition.timestamp,
                 updated=edition.timestamp,
                 summary=edition.summary,
-                content_html=edition_html(edition, edition.url),
+                content_html=None if edition.path in kept else edition_html(edition, edition.url),
             )
             for edition in stream.editions[:FEED_EDITIONS]
         )
@@ -320,8 +324,19 @@ def _stream_view(stream: StreamContent, content: SiteContent, tz: ZoneInfo) -> S
         url=f"{content.base_url}{stream.name}/",
         gemini_url=f"{content.gemini_base_url}{stream.name}/",
         feed_url=f"{content.base_url}{stream.name}/feed.xml",
-        editions=tuple(_edition_view(edition, content, tz) for edition in stream.editions),
+        editions=tuple(
+            _edition_view(edition, content, tz)
+            for edition in _newest_first(stream.editions, stream.kept)
+        ),
     )
+
+
+def _newest_first(editions: Sequence[Edition], kept: Sequence[Edition]) -> list[Edition]:
+    """The stream's editions with its kept ones among them by closing time (the common case,
+    nothing kept, keeps the given order untouched)."""
+    if not kept:
+        return list(editions)
+    return sorted([*editions, *kept], key=lambda edition: edition.closed_at, reverse=True)
 
 
 def _edition_view(edition: Edition, content: SiteContent, tz: ZoneInfo) -> EditionView:

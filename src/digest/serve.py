@@ -11,6 +11,13 @@ inside ``serve`` and ``serve`` runs once per process.
 Both servers map a URL path to a file the same way (``resolve_path``): no ``..``, no empty or
 hidden (dot) segments, symlinks only when they stay inside the folder, a directory serves its
 index file, and no directory is ever listed.
+
+Both also guard against clients that hold connections open (``Limits``): a request's headers
+(HTTP) or request line (Gemini) must arrive within ``header_timeout`` of the connection opening
+(HTTP: or of the next request's first byte), an idle HTTP keep-alive connection closes after
+``idle_timeout``, and one ``ConnectionGate`` caps the open connections of both servers below the
+descriptor limit: beyond it a new connection is closed at once, and the log says so once, not
+per connection.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ import logging
 import mimetypes
 import os
 import re
+import resource
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,9 +65,71 @@ _ACCESS_FORMAT = '%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"'
 # In-flight HTTP requests get this long after SIGTERM; idle keep-alive connections close at once.
 _HTTP_SHUTDOWN_SECONDS = 5.0
 _GEMINI_CHUNK = 64 * 1024
+# The Gemini spec caps a request's URL at 1024 bytes.
+_GEMINI_MAX_REQUEST = 1024
+# The connection cap leaves room for the descriptors a connection may hold besides its socket
+# (the file being served), the listening sockets, the database and the log.
+_MAX_CONNECTIONS = 512
+_RESERVED_DESCRIPTORS = 64
 # RFC 5280 4.1.2.5: a certificate with no well-defined expiry. Gemini clients pin a capsule's
 # certificate on first use (TOFU), so a certificate that expired would look like an attack.
 _NO_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def default_max_connections() -> int:
+    """512, or fewer when the process's descriptor limit is low: half of what is left of the
+    soft RLIMIT_NOFILE after 64 reserved, since a connection may hold a served file open too."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_CONNECTIONS
+    return max(8, min(_MAX_CONNECTIONS, (soft - _RESERVED_DESCRIPTORS) // 2))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long clients may take and how many may be connected at once (both servers)."""
+
+    header_timeout: float = 10.0  # seconds to send an HTTP request's headers / the Gemini line
+    idle_timeout: float = 60.0  # seconds an HTTP keep-alive connection may sit idle
+    max_connections: int | None = None  # None: default_max_connections()
+
+
+class ConnectionGate:
+    """Counts the open connections of both servers and refuses new ones at `limit`. The log
+    says "limit reached" once, and once more when the count is back under it (with how many
+    were refused meanwhile); the gap between the two levels keeps a server that sits at its
+    limit from logging each connection."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the connection limit must be at least 1, not {limit}")
+        self.limit = limit
+        self.resume_at = limit - max(1, limit // 10)
+        self.open = 0
+        self.refused = 0
+        self.full = False
+
+    def admit(self) -> bool:
+        """True, counting the connection in, or False: close it at once."""
+        if self.open >= self.limit:
+            self.refused += 1
+            if not self.full:
+                self.full = True
+                log.warning("connection limit reached (%d); refusing new connections", self.limit)
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+        if self.full and self.open <= self.resume_at:
+            log.warning(
+                "accepting connections again (%d open); refused %d at the limit",
+                self.open,
+                self.refused,
+            )
+            self.full = False
+            self.refused = 0
 
 
 class Redirect(enum.Enum):
@@ -195,24 +266,119 @@ def http_app(root: Path) -> web.Application:
     return app
 
 
-async def _start_http(root: Path, host: str, port: int) -> web.AppRunner:
+class _GuardedHTTP(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind the gate and a header timeout: aiohttp
+    3.14 has its keep-alive timeout (idle connections), but nothing that bounds the time a
+    client takes to send its headers. The timer starts with the connection, and again with the
+    first byte of each later request, and stops at the blank line that ends the headers."""
+
+    def __init__(self, inner: asyncio.Protocol, gate: ConnectionGate, header_timeout: float):
+        self._inner = inner
+        self._gate = gate
+        self._header_timeout = header_timeout
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tail = b""  # the last bytes of the headers so far: the blank line may straddle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._gate.admit():
+            transport.abort()
+            return
+        self._transport = transport
+        self._arm()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        view = self._tail + data
+        while view:
+            if self._timer is None:
+                self._arm()  # a new request begins
+            end = view.find(b"\r\n\r\n")
+            if end < 0:
+                self._tail = view[-3:]
+                break
+            self._disarm()
+            view = view[end + 4 :]
+        else:
+            self._tail = b""
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return  # refused at the gate
+        self._transport = None
+        self._disarm()
+        self._gate.release()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def _arm(self) -> None:
+        self._tail = b""
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class _HTTPServer:
+    """The aiohttp runner and the listening socket in front of it."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.Server) -> None:
+        self.runner = runner
+        self.server = server
+
+    async def cleanup(self) -> None:
+        self.server.close()  # no new connections; the runner closes the open ones
+        await self.runner.cleanup()
+
+
+async def _start_http(
+    root: Path, host: str, port: int, limits: Limits, gate: ConnectionGate
+) -> _HTTPServer:
     runner = web.AppRunner(
         http_app(root),
         access_log=logging.getLogger("digest.serve.http"),
         access_log_format=_ACCESS_FORMAT,
         shutdown_timeout=_HTTP_SHUTDOWN_SECONDS,
+        keepalive_timeout=limits.idle_timeout,
     )
     await runner.setup()
+    handlers = runner.server
+    assert handlers is not None
+
+    def guarded() -> asyncio.Protocol:
+        return _GuardedHTTP(handlers(), gate, limits.header_timeout)
+
     try:
-        await web.TCPSite(runner, host, port).start()
+        # Our own listening socket rather than web.TCPSite, to put the guard in front.
+        server = await asyncio.get_running_loop().create_server(
+            guarded, host, port, reuse_address=True
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    for address in runner.addresses:
-        bound_host, bound_port = address[0], address[1]
+    for sock in server.sockets:
+        bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         log.info("HTTP listening on http://%s:%d/", shown, bound_port)
-    return runner
+    return _HTTPServer(runner, server)
 
 
 # --- Gemini ---------------------------------------------------------------------------------
@@ -262,6 +428,22 @@ class GeminiFiles:
                 yield chunk
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: a client's URL goes into the log on one line."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
+def _request_line_problem(line: bytes) -> str | None:
+    """Why a Gemini request line is malformed before it reaches the application, or None."""
+    if len(line) > _GEMINI_MAX_REQUEST:
+        return f"request line over {_GEMINI_MAX_REQUEST} bytes"
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "request line is not UTF-8"
+    return None
+
+
 def _listen_gemini(
     reactor: AsyncioSelectorReactor,
     root: Path,
@@ -270,22 +452,83 @@ def _listen_gemini(
     hostname: str,
     certfile: Path,
     keyfile: Path | None,
+    limits: Limits,
+    gate: ConnectionGate,
 ) -> None:
     # Imported here: jetforce imports twisted's global reactor, which must be ours by now.
+    from jetforce.protocol import GeminiProtocol
     from jetforce.server import GeminiServer
     from jetforce.tls import GeminiCertificateOptions
-    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from twisted.internet.defer import Deferred as TwistedDeferred
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
     gemini_log = logging.getLogger("digest.serve.gemini")
+
+    class Protocol(GeminiProtocol):
+        """jetforce's protocol with our request timeout, one request per connection, and a
+        malformed request line answered 59 with one access line (jetforce logs a traceback
+        and leaves a failed Deferred behind)."""
+
+        # From the connection's start, TLS handshake included (jetforce types it int: any number).
+        REQUEST_TIMEOUT = limits.header_timeout  # type: ignore[assignment]
+        _answered = False
+
+        def lineReceived(  # type: ignore[override]  # None: no request to await
+            self, line: bytes
+        ) -> TwistedDeferred[None] | None:
+            if self._answered:
+                return None  # a second line on the connection: ignored
+            self._answered = True
+            problem = _request_line_problem(line)
+            if problem is not None:
+                self._refuse(line, problem)
+                return None
+            deferred: TwistedDeferred[None] = super().lineReceived(line)
+            return deferred
+
+        def lineLengthExceeded(self, line: bytes) -> None:
+            if not self._answered:
+                self._answered = True
+                self._refuse(line, f"request line over {_GEMINI_MAX_REQUEST} bytes")
+
+        def _refuse(self, line: bytes, problem: str) -> None:
+            self.setTimeout(None)  # type: ignore[no-untyped-call]
+            shown = line[:100].decode("utf-8", "backslashreplace")
+            self.url = shown + ("…" if len(line) > 100 else "")
+            self.write_status(59, f"Bad request: {problem}")
+            self.flush_status()
+            self.log_request()
+            self.finish_connection()
+
+        def timeoutConnection(self) -> None:
+            # Nothing to answer and nothing to flush: drop the socket, even mid-handshake.
+            self.transport.abortConnection()
 
     class Server(GeminiServer):
         """jetforce's factory, logging through `logging` instead of print."""
 
+        protocol_class = Protocol
+
         def log_access(self, message: str) -> None:
-            gemini_log.info("%s", message)
+            gemini_log.info("%s", _printable(message))
 
         def log_message(self, message: str) -> None:
             gemini_log.warning("%s", message)
+
+    class GatedTLSFactory(TLSMemoryBIOFactory):
+        """Closes a connection at once when the gate is shut (buildProtocol None)."""
+
+        def buildProtocol(  # type: ignore[override]  # None: refused
+            self, addr: Any
+        ) -> TLSMemoryBIOProtocol | None:
+            if not gate.admit():
+                return None
+            built: TLSMemoryBIOProtocol = super().buildProtocol(addr)
+            return built
+
+        def unregisterProtocol(self, p: Any) -> None:
+            super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
+            gate.release()
 
     options = GeminiCertificateOptions(
         certfile=str(certfile), keyfile=None if keyfile is None else str(keyfile)
@@ -303,7 +546,7 @@ def _listen_gemini(
     # listenTCP rather than jetforce's endpoint: a port in use raises here instead of being
     # logged from a Deferred while the process runs on without a Gemini server.
     # mypy sees no zope @implementer: the options and the factory provide the interfaces.
-    factory = TLSMemoryBIOFactory(options, False, server)  # type: ignore[arg-type]
+    factory = GatedTLSFactory(options, False, server)  # type: ignore[arg-type]
     listening = reactor.listenTCP(port, factory, interface=host)  # type: ignore[no-untyped-call]
     server.port = listening.getHost().port
     shown = f"[{host}]" if ":" in host else host
@@ -326,6 +569,7 @@ def serve(
     cert: Path | None,
     key: Path | None,
     state_dir: Path,
+    limits: Limits | None = None,
 ) -> None:
     """Serve `output_dir` over HTTP and/or Gemini until SIGINT or SIGTERM, then return (exit 0).
 
@@ -336,6 +580,7 @@ def serve(
     "digest.serve.http" and "digest.serve.gemini" loggers at INFO, startup lines (the bound
     addresses, the certificate fingerprint) to "digest.serve". Runs once per process: it
     installs twisted's asyncio reactor. Raises OSError when a port cannot be bound.
+    `limits` (timeouts and the connection cap) defaults to ``Limits()``.
     """
     if http is None and gemini is None:
         raise ValueError("nothing to serve: turn on HTTP, Gemini or both")
@@ -343,6 +588,8 @@ def serve(
         raise ValueError("a key needs its certificate")
     if not output_dir.is_dir():
         raise FileNotFoundError(f"output folder {output_dir} does not exist: build the site first")
+    limits = limits or Limits()
+    gate = ConnectionGate(limits.max_connections or default_max_connections())
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -362,13 +609,13 @@ def serve(
         signal.signal(signum, on_stop_signal)
     # Raises ReactorAlreadyInstalledError when a reactor is in place: serve runs once a process.
     installReactor(reactor)  # type: ignore[no-untyped-call]
-    runner: web.AppRunner | None = None
+    runner: _HTTPServer | None = None
     try:
         if http is not None:
-            runner = loop.run_until_complete(_start_http(output_dir, *http))
+            runner = loop.run_until_complete(_start_http(output_dir, *http, limits, gate))
         if gemini is not None:
             certfile = cert if cert is not None else ensure_certificate(state_dir, hostname)
-            _listen_gemini(reactor, output_dir, *gemini, hostname, certfile, key)
+            _listen_gemini(reactor, output_dir, *gemini, hostname, certfile, key, limits, gate)
         if runner is not None:
             cleanup = runner.cleanup
             reactor.addSystemEventTrigger(
@@ -377,7 +624,14 @@ def serve(
         reactor.callWhenRunning(
             lambda: reactor.stop() if stop_asked.is_set() else None  # type: ignore[no-untyped-call]
         )
-        log.info("serving %s; SIGINT or SIGTERM stops", output_dir)
+        log.info(
+            "serving %s; SIGINT or SIGTERM stops (header timeout %g s, idle timeout %g s, "
+            "at most %d connections)",
+            output_dir,
+            limits.header_timeout,
+            limits.idle_timeout,
+            gate.limit,
+        )
         reactor.run()  # type: ignore[no-untyped-call]
         runner = None  # the shutdown trigger cleaned it up
     finally:

@@ -9,9 +9,10 @@ from sqlalchemy import func, select
 
 from digest.clock import close_trigger
 from digest.config import Config
+from digest.due import MAX_RETRY_AFTER, latest_next_poll
 from digest.editions import edition_path
 from digest.locks import running_daemon
-from digest.store import EditionRow, Store, feed_health, live_workers
+from digest.store import EditionRow, Store, feed_health, feeds_scheduled_after, live_workers
 
 # A worker whose heartbeat is older than this is taken for gone and not listed.
 WORKERS_SHOWN_WITHIN = timedelta(minutes=2)
@@ -35,6 +36,9 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
             )
         }
         workers = live_workers(session, now, WORKERS_SHOWN_WITHIN)
+        ahead = feeds_scheduled_after(session, now + MAX_RETRY_AFTER)
+    # Left by a clock that ran ahead; the next poll pulls them back (digest.poll).
+    out_of_reach = [f for f in ahead if f.next_poll_at > latest_next_poll(now, f.interval)]
     polls = [feed.last_poll for feed in health if feed.last_poll]
     streams: dict[str, Any] = {}
     for name, stream in settings.streams.items():
@@ -57,6 +61,9 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         "last_poll": max(polls).isoformat() if polls else None,
         "feeds": len(health),
         "failing_feeds": [feed.as_json() for feed in health if feed.failures or feed.disabled],
+        "next_poll_out_of_reach": [
+            {"name": feed.name, "next_poll": feed.next_poll_at.isoformat()} for feed in out_of_reach
+        ],
         "streams": streams,
         "workers": [
             {

@@ -45,6 +45,34 @@ def sync_feeds(session: Session, feeds: Sequence[FeedSettings], now: datetime) -
 
 
 @dataclass(frozen=True)
+class ScheduledFeed:
+    id: int
+    name: str
+    interval: timedelta
+    next_poll_at: datetime
+
+
+def feeds_scheduled_after(session: Session, moment: datetime) -> list[ScheduledFeed]:
+    """Active feeds whose next poll is later than `moment`."""
+    rows = session.execute(
+        select(FeedRow.id, FeedRow.name, FeedRow.interval_seconds, FeedRow.next_poll_at).where(
+            FeedRow.active, FeedRow.next_poll_at > moment
+        )
+    )
+    return [
+        ScheduledFeed(feed_id, name, timedelta(seconds=seconds), next_poll_at)
+        for feed_id, name, seconds, next_poll_at in rows
+        if next_poll_at is not None  # never, by the WHERE; for the type
+    ]
+
+
+def reschedule(session: Session, feed_ids: Sequence[int], when: datetime) -> None:
+    """Set these feeds' next poll to `when`."""
+    if feed_ids:
+        session.execute(update(FeedRow).where(FeedRow.id.in_(feed_ids)).values(next_poll_at=when))
+
+
+@dataclass(frozen=True)
 class ClaimedFeed:
     """What a poller needs of a feed it claimed: where to fetch and what it had last time."""
 
