@@ -22,7 +22,10 @@ from digest.parse import ParsedEntry
 from digest.store import Store, sync_feeds
 from tests.pg import PostgresServer, postgres_server
 
-pytest_plugins = ["tests.daemon_harness"]  # its `server` and `site` fixtures
+pytest_plugins = [
+    "tests.daemon_harness",  # its `server` and `site` fixtures
+    "tests.fault_harness",  # its `world_site` fixture
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

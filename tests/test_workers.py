@@ -389,3 +389,54 @@ def test_pollers_started_together_on_a_new_database(database_url: str, tmp_path:
             assert_all_polled_once(store, server.counts("first"), feeds)
         finally:
             store.close()
+
+
+def process_group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_poll_stopped_by_sigterm_leaves_no_leaked_semaphores(tmp_path: Path) -> None:
+    """SIGTERM mid-poll (cron's `timeout`, an operator's `kill`) stops the parser pool and
+    exits 143; multiprocessing's resource tracker, which shares the poller's stderr and outlives
+    it, used to warn of "leaked semaphore objects" into every cron mail."""
+    feeds = 300
+    with feed_server(delay=0.05) as server:
+        config = write_config(
+            tmp_path / "feeds.yaml",
+            f"sqlite:///{tmp_path / 'digest.db'}",
+            server,
+            feeds,
+            concurrency=10,
+            agent="stopped",
+        )
+        store = prepare(config)
+        try:
+            server.open()
+            poller = start_poller(config, tmp_path, "stopped")
+            with running([poller]):
+                # Mid-poll, with parsed feeds stored: the parser pool's workers are up.
+                assert wait_until(
+                    lambda: (
+                        scalar(store, select(func.count()).select_from(EntryRow)) > 0
+                        or poller.process.poll() is not None
+                    )
+                )
+                assert poller.process.poll() is None, poller.wait()
+                os.kill(poller.process.pid, signal.SIGTERM)  # the poller alone, not its group
+                code, out, err = poller.wait()
+                # The resource tracker writes its warning as it exits, after the poller.
+                assert wait_until(lambda: process_group_gone(poller.process.pid), timeout=15)
+            err = poller.stderr.read_text()
+            assert "leaked semaphore" not in err
+            assert "Traceback" not in err
+            assert code == 128 + signal.SIGTERM, outcome(code, out, err)
+            assert "poll stopped by SIGTERM" in err
+            assert claimers(store) == 0  # its claims were given back, not left to expire
+            polled = scalar(store, select(func.count()).where(FeedRow.last_poll_at.is_not(None)))
+            assert 0 < polled < feeds
+        finally:
+            store.close()

@@ -1,6 +1,7 @@
 """The `digest` command: each subcommand runs one or more pipeline stages.
 
-Exit codes: 0 success, 1 the run completed but some feeds failed, 2 usage or config error.
+Exit codes: 0 success, 1 the run completed but some feeds failed (or it could not work on its
+database: locked, read-only, damaged, full, unknown schema), 2 usage or config error.
 Progress bars appear on a terminal only, so cron mails stay short.
 """
 
@@ -40,7 +41,11 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 @dataclass
 class App:
-    """What every subcommand needs: the validated config and its database."""
+    """What every subcommand needs: the validated config and its database.
+
+    `store` reports a database digest cannot work on in one line (exit 1), for the whole
+    `with` block: a disk that fills during a poll is reported like one full at the start.
+    """
 
     config_path: Path
 
@@ -59,14 +64,15 @@ class App:
     def store(self, config: Config) -> Iterator[Store]:
         from digest.store import Store, sync_feeds
 
-        store = Store(config.database_url, config.settings.site.busy_timeout)
-        try:
-            store.upgrade()
-            with store.writing() as session:
-                sync_feeds(session, config.settings.feeds, datetime.now(UTC))
-            yield store
-        finally:
-            store.close()
+        with _database_faults(config):
+            store = Store(config.database_url, config.settings.site.busy_timeout)
+            try:
+                store.upgrade()
+                with store.writing() as session:
+                    sync_feeds(session, config.settings.feeds, datetime.now(UTC))
+                yield store
+            finally:
+                store.close()
 
 
 def _default_config() -> str:
@@ -120,11 +126,12 @@ def db_upgrade(app: App) -> None:
     from digest.store import Store
 
     config = app.config
-    store = Store(config.database_url, config.settings.site.busy_timeout)
-    try:
-        store.upgrade()
-    finally:
-        store.close()
+    with _database_faults(config):
+        store = Store(config.database_url, config.settings.site.busy_timeout)
+        try:
+            store.upgrade()
+        finally:
+            store.close()
     click.echo("database is at the newest schema")
 
 
@@ -151,7 +158,7 @@ def build_command(app: App, at_text: str | None) -> None:
     """Close one edition per stream from the entries that arrived since its last one."""
     config = app.config
     at = _parse_at(at_text, config) if at_text else None
-    with _busy_database(config), app.store(config) as store, _publishing(config):
+    with app.store(config) as store, _publishing(config):
         editions = _build(store, config, at)
         _render(store, config, editions)
 
@@ -161,7 +168,7 @@ def build_command(app: App, at_text: str | None) -> None:
 def render_command(app: App) -> None:
     """Write the whole site into the output folder."""
     config = app.config
-    with _busy_database(config), app.store(config) as store, _publishing(config):
+    with app.store(config) as store, _publishing(config):
         _render(store, config, None)
 
 
@@ -170,7 +177,7 @@ def render_command(app: App) -> None:
 def update(app: App) -> None:
     """Poll, build and render in one go (for cron)."""
     config = app.config
-    with _busy_database(config), app.store(config) as store:
+    with app.store(config) as store:
         summary = _poll(store, config, every=False)
         exit_code = EXIT_FEEDS_FAILED if summary.failed else EXIT_OK
         with _publishing(config, exit_code):
@@ -236,7 +243,7 @@ def entries_command(app: App, feed_name: str | None, limit: int, as_json: bool) 
     from digest.store import UnknownFeed, recent_entries
 
     config = app.config
-    with _busy_database(config), app.store(config) as store, store.reading() as session:
+    with app.store(config) as store, store.reading() as session:
         try:
             found = recent_entries(session, feed=feed_name, limit=limit)
         except UnknownFeed as unknown:
@@ -294,7 +301,6 @@ def run(app: App, log_format: str, log_level: str, role: str) -> None:
     configure_logging(log_format, log_level)
     try:
         with (
-            _busy_database(config),
             _writable_state_dir(config),
             daemon_lock(config.settings.site.state_dir),
             app.store(config) as store,
@@ -314,7 +320,7 @@ def status(app: App, as_json: bool) -> None:
     from digest.store import Store
 
     config = app.config
-    with _busy_database(config):
+    with _database_faults(config):
         store = Store(config.database_url, config.settings.site.busy_timeout)
         try:
             store.upgrade()
@@ -433,11 +439,16 @@ def serve(
 
 
 def _poll(store: Store, config: Config, every: bool) -> PollSummary:
-    from digest.poll import PULLED_BACK, Poller
+    from digest.poll import PULLED_BACK, Poller, PollTerminated
 
     poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
-    with _progress("polling") as advance:
-        summary = poller.run(every=every, progress=advance)
+    try:
+        with _progress("polling") as advance:
+            summary = poller.run(every=every, progress=advance)
+    except PollTerminated as stopped:
+        # Stopped cleanly: what was polled is stored, the rest is polled by the next run.
+        err.print(f"{stopped}: the feeds not finished are polled next run", markup=False)
+        raise SystemExit(128 + stopped.signum) from None
     for failure in summary.failures:
         err.print(f"{failure.name} <{failure.url}>: {failure.error}", markup=False)
     for feed in summary.pulled_back:
@@ -507,16 +518,16 @@ def _writable_state_dir(config: Config) -> Iterator[None]:
 
 
 @contextmanager
-def _busy_database(config: Config) -> Iterator[None]:
-    """SQLite locked by another program past the busy timeout: one clear line, no traceback."""
-    from sqlalchemy.exc import OperationalError
-
-    from digest.locks import locked_database
+def _database_faults(config: Config) -> Iterator[None]:
+    """A database digest cannot work on (locked by another program past the busy timeout,
+    read-only, damaged, on a full disk, unreachable, at an unknown schema revision): one line
+    naming it and what to do, exit 1, no traceback. Other errors pass unchanged."""
+    from digest.store.db import database_problem
 
     try:
         yield
-    except OperationalError as error:
-        message = locked_database(error, config.database_url)
+    except Exception as error:
+        message = database_problem(error, config.database_url)
         if message is None:
             raise
         err.print(message, markup=False)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import ipaddress
 import os
-import socket
 import stat
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,12 +22,11 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from digest import PROJECT_URL, __version__, gemini
+from digest.addresses import AddressPolicy, AddressRefused, CheckingResolver
 from digest.config import FetchSettings
 
 USER_AGENT = f"digest/{__version__} (+{PROJECT_URL})"  # unless fetch.user_agent says otherwise
@@ -115,7 +112,7 @@ class Fetcher:
         """`known_hosts` maps "host:port" to the pinned fingerprint of each Gemini host's key."""
         self._limits = limits
         self._known_hosts = dict(known_hosts or {})
-        self._policy = _AddressPolicy(
+        self._policy = AddressPolicy(
             allow_private=limits.allow_private_networks,
             allowed=limits.allowed_networks,
         )
@@ -138,7 +135,7 @@ class Fetcher:
         connector = aiohttp.TCPConnector(
             limit=self._limits.concurrency,
             limit_per_host=self._limits.per_host,
-            resolver=_CheckingResolver(self._policy),
+            resolver=CheckingResolver(self._policy),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -182,7 +179,7 @@ class Fetcher:
                     return await follow()
             except TimeoutError:
                 return trail.error(f"timed out after {self._limits.timeout:g}s")
-            except (_FetchError, gemini.GeminiError) as exc:
+            except (_FetchError, AddressRefused, gemini.GeminiError) as exc:
                 return trail.error(str(exc))
             except aiohttp.ClientError as exc:
                 return trail.error(_describe_client_error(exc))
@@ -337,77 +334,6 @@ class _Trail:
 
     def error(self, message: str) -> FetchResult:
         return self.result(Outcome.ERROR, error=message)
-
-
-@dataclass(frozen=True)
-class _AddressPolicy:
-    """Which IP addresses a fetch may connect to (the SSRF guard)."""
-
-    allow_private: bool
-    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-    def check(self, host: str, address: str) -> None:
-        if self.allow_private:
-            return
-        ip = ipaddress.ip_address(address)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if _is_public(ip) or any(ip in net for net in self.allowed):
-            return
-        who = f"{address} is" if host == address else f"{host} resolves to {address},"
-        raise _FetchError(
-            f"refused: {who} a {_address_kind(ip)} address "
-            "(set fetch.allow_private_networks to allow)"
-        )
-
-    def check_literal(self, url: URL) -> None:
-        """aiohttp skips the resolver for IP literals, so check those before connecting."""
-        if self.allow_private:
-            return
-        host = url.host or ""
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return
-        self.check(host, host)
-
-
-class _CheckingResolver(AbstractResolver):
-    """Resolves as usual, then refuses addresses the policy forbids: checked at connect time
-    for every hop, so DNS answers that change between hops cannot slip through."""
-
-    def __init__(self, policy: _AddressPolicy) -> None:
-        self._policy = policy
-        self._resolver = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        for result in results:
-            self._policy.check(host, result["host"])
-        return results
-
-    async def close(self) -> None:
-        await self._resolver.close()
-
-
-def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    # is_global alone lets multicast and some reserved ranges (NAT64) through.
-    return ip.is_global and not ip.is_multicast and not ip.is_reserved
-
-
-def _address_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    # Most specific first: loopback and link-local addresses are also "private".
-    kinds = [
-        (ip.is_loopback, "loopback"),
-        (ip.is_link_local, "link-local"),
-        (ip.is_multicast, "multicast"),
-        (ip.is_unspecified, "unspecified"),
-        (ip.is_private, "private"),
-        (ip.is_reserved, "reserved"),
-    ]
-    return next((name for matches, name in kinds if matches), "non-public")
 
 
 def _request_headers(limits: FetchSettings, cache: CacheState) -> dict[str, str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from digest.store import (
     reschedule,
     store_entries,
 )
+from digest.store.feeds import HeldFeeds, feeds_held_elsewhere
 from digest.store.hosts import known_hosts, offer_host, remember_host
 
 WRITE_BATCH = 200  # feeds per write transaction, at most
@@ -65,17 +68,32 @@ class PollSummary:
     failures: list[FeedFailure] = field(default_factory=list)
     # Feeds whose next poll was further ahead than anything allows: polled now instead.
     pulled_back: list[ScheduledFeed] = field(default_factory=list)
+    # Due feeds this poll skipped because another poller holds them (one killed with
+    # `kill -9` holds its feeds until its lease ends): counted at the poll's end.
+    held: HeldFeeds = field(default_factory=lambda: HeldFeeds(0, None))
 
     @property
     def failed(self) -> int:
         return len(self.failures)
 
     def line(self) -> str:
-        return (
+        line = (
             f"polled {self.polled} feeds: {self.fetched} fetched, "
             f"{self.not_modified} not modified, {self.new_entries} new entries, "
             f"{self.updated_entries} updated, {self.failed} failed"
         )
+        if self.held.count:
+            until = f" (lease until {self.held.until:%H:%M:%S} UTC)" if self.held.until else ""
+            line += f", {self.held.count} held by another poller{until}"
+        return line
+
+
+class PollTerminated(Exception):
+    """The poll was stopped by a signal; what it finished is stored, its claims given back."""
+
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(f"poll stopped by {signum.name}")
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,41 @@ class Poller:
         self.batch = max(4 * fetch_settings.concurrency, 50)
 
     def run(self, *, every: bool = False, progress: ProgressCallback | None = None) -> PollSummary:
-        return run_async(self.poll(every=every, progress=progress))
+        """The whole poll, for the CLI; SIGTERM stops it cleanly (PollTerminated).
+
+        Python's default for SIGTERM ends the process on the spot: the parser pool was never
+        stopped, and multiprocessing's resource tracker warned of "leaked semaphore objects"
+        (pebble's channel locks) in every cron mail. Here SIGTERM cancels the poll instead,
+        like Ctrl-C: its claims are given back, the parser pool is stopped and joined, and the
+        process exits through the interpreter's own shutdown, which unlinks the semaphores.
+        """
+        return run_async(self._stoppable(self.poll(every=every, progress=progress)))
+
+    @staticmethod
+    async def _stoppable(poll: Coroutine[Any, Any, PollSummary]) -> PollSummary:
+        if threading.current_thread() is not threading.main_thread():
+            return await poll  # signals reach only the main thread
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        terminated = False
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        previous = signal.getsignal(signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await poll
+        except asyncio.CancelledError:
+            if terminated:
+                raise PollTerminated(signal.SIGTERM) from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
 
     async def poll(
         self, *, every: bool = False, progress: ProgressCallback | None = None
@@ -120,17 +172,17 @@ class Poller:
         summary = PollSummary()
         summary.pulled_back = await asyncio.to_thread(self._pull_back, started)
         claimed = await asyncio.to_thread(self._claim, started, every, self.batch)
-        if not claimed:
-            return summary
-        keeper = asyncio.create_task(self._keep_leases())
-        try:
-            await self._poll_claimed(claimed, started, every, summary, known, progress)
-        finally:
-            keeper.cancel()
-            # Claims still held were not finished (cancelled, or a write failed): give them
-            # back now rather than make other pollers wait out the lease.
-            with self.store.writing() as session:
-                release_claims(session, self.worker)
+        if claimed:
+            keeper = asyncio.create_task(self._keep_leases())
+            try:
+                await self._poll_claimed(claimed, started, every, summary, known, progress)
+            finally:
+                keeper.cancel()
+                # Claims still held were not finished (cancelled, or a write failed): give
+                # them back now rather than make other pollers wait out the lease.
+                with self.store.writing() as session:
+                    release_claims(session, self.worker)
+        summary.held = await asyncio.to_thread(self._held, started, every)
         return summary
 
     async def _poll_claimed(
@@ -242,6 +294,16 @@ class Poller:
             )
             heartbeat(session, self.worker, "poll", now)
         return [_due(row) for row in rows]
+
+    def _held(self, started: datetime, every: bool) -> HeldFeeds:
+        with self.store.reading() as session:
+            return feeds_held_elsewhere(
+                session,
+                datetime.now(UTC),
+                worker=self.worker,
+                due_by=started,
+                polled_before=started if every else None,
+            )
 
     def _write(self, batch: list[_Polled], summary: PollSummary, known: Mapping[str, str]) -> None:
         now = datetime.now(UTC)

@@ -8,10 +8,15 @@ Inside one process, SQLite write transactions also queue on a Python lock: SQLit
 handler polls for the lock with sleeps of 1 to 100 ms, while a released Python lock wakes its
 waiter at once. A poll's claims and writes run in two threads, and their waits in the busy
 handler were a fifth of a warm poll's time (`make bench`).
+
+`database_problem` is the one place that recognizes a database digest cannot work on (locked,
+read-only, damaged, on a full disk, unreachable, or at a schema revision this digest does not
+know) and says so in one line; the CLI prints it and exits 1.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,11 +28,12 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.config import DEFAULT_BUSY_TIMEOUT
-from digest.locks import file_lock
+from digest.locks import file_lock, locked_database
 from digest.resources import resource_dir
 from digest.store.advisory import MIGRATIONS_LOCK, xact_lock_sql
 
@@ -119,12 +125,25 @@ def alembic_config() -> AlembicConfig:
     return config
 
 
+class UnknownSchema(Exception):
+    """The database is at a schema revision this digest's migrations do not include: made or
+    upgraded by a newer digest. Nothing is changed."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(f"unknown schema revision {revision!r}")
+        self.revision = revision
+
+
 def upgrade_database(engine: Engine, wait: float = DEFAULT_BUSY_TIMEOUT) -> None:
     config = alembic_config()
-    head = ScriptDirectory.from_config(config).get_current_head()
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
     with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() == head:
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
             return  # the common case: a read, no write lock (works while others write)
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise UnknownSchema(current)
     # Several runners may start at once on a new database: one migrates, the others wait.
     # PostgreSQL: an advisory lock for the one transaction of all migrations. SQLite: alembic
     # commits after each migration (its DDL counts as not transactional), so a runner waiting
@@ -151,3 +170,103 @@ def _migrate(engine: Engine, config: AlembicConfig) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()
+
+
+# SQLite's primary result codes (the low byte of an extended code) that say the database, not
+# the query, is the problem.
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL = 3, 8, 10, 11, 13
+_SQLITE_CANTOPEN, _SQLITE_NOTADB = 14, 26
+# PostgreSQL SQLSTATEs of the same kind.
+_PG_DISK_FULL, _PG_READ_ONLY = "53100", "25006"
+_PG_CORRUPT = ("XX001", "XX002")
+
+
+def database_name(url: str) -> str:
+    """The database as a message names it: the SQLite file, else the URL without password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return parsed.render_as_string(hide_password=True)
+
+
+def database_problem(error: BaseException, url: str) -> str | None:
+    """One line naming the database and what to do, when `error` (from SQLAlchemy, sqlite3,
+    a PostgreSQL driver or the migrations) means digest cannot work on this database; None
+    for any other error (a bug, to be shown in full)."""
+    name = database_name(url)
+    if isinstance(error, UnknownSchema):
+        return (
+            f"database {name} is at schema revision {error.revision}, which this digest does "
+            "not know (a newer digest made or upgraded it): run that newer digest, or restore "
+            "a backup made by this version"
+        )
+    original = error.orig if isinstance(error, DBAPIError) else error
+    if isinstance(error, OperationalError) and (locked := locked_database(error, url)):
+        return locked
+    if isinstance(original, sqlite3.Error):
+        return _sqlite_problem(original, name)
+    if isinstance(error, DBAPIError):
+        return _server_problem(error, name)
+    return None
+
+
+def _sqlite_problem(error: sqlite3.Error, name: str) -> str | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    primary = code & 0xFF
+    if primary in (_SQLITE_READONLY, _SQLITE_PERM):
+        return (
+            f"database {name} is read-only for this user: make the file and its folder "
+            "writable (SQLite writes beside it), then run again"
+        )
+    if primary == _SQLITE_CANTOPEN:
+        return (
+            f"cannot open database {name}: check that its folder exists and this user may "
+            "read and write both the file and the folder"
+        )
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return (
+            f"database {name} is damaged ({error}): restore it from a backup, or move it "
+            "away and run again to start a new one (published pages are kept)"
+        )
+    if primary == _SQLITE_FULL:
+        return (
+            f"disk full: cannot write database {name}; nothing was lost (the transaction was "
+            "rolled back): free some space, then run again"
+        )
+    if primary == _SQLITE_IOERR:
+        return (
+            f"disk I/O error on database {name} ({error}): check the disk (is it full or "
+            "failing?), then run again"
+        )
+    return None
+
+
+def _server_problem(error: DBAPIError, name: str) -> str | None:
+    """PostgreSQL: a full disk, a read-only server or damaged data by SQLSTATE; a server that
+    cannot be reached (an OperationalError without a statement)."""
+    state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    if state == _PG_DISK_FULL:
+        return (
+            f"disk full: cannot write database {name}; nothing was lost (the transaction was "
+            "rolled back): free some space on the server, then run again"
+        )
+    if state == _PG_READ_ONLY:
+        return (
+            f"database {name} is read-only (a standby server?): point site.database at the "
+            "primary, then run again"
+        )
+    if state in _PG_CORRUPT:
+        return f"database {name} reports damaged data ({_first_line(error.orig)}): restore it"
+    if isinstance(error, OperationalError) and state is None:  # no answer from the server
+        return (
+            f"cannot use database {name}: {_first_line(error.orig)}: check that the server "
+            "runs and site.database is right, then run again"
+        )
+    return None
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
