@@ -28,16 +28,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from digest.clock import CLOSINGS_FILE, ClosingsRecord, close_trigger, last_fire_between, poll_tick
 from digest.config import Config, ConfigError, Settings, load_config
 from digest.leader import PublisherRole
-from digest.locks import LockBusy, locked_database
+from digest.locks import LockBusy
 from digest.poll import PULLED_BACK, Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
 from digest.store import EditionRow, Store, heartbeat, sync_feeds
+from digest.store.db import database_problem
 
 log = logging.getLogger("digest.daemon")
 
@@ -148,8 +149,8 @@ class Daemon:
         try:
             with self.store.writing() as session:
                 sync_feeds(session, config.settings.feeds, datetime.now(UTC))
-        except OperationalError as error:
-            log.error("config not reloaded: %s", locked_database(error, self.store.url) or error)
+        except DBAPIError as error:
+            log.error("config not reloaded: %s", database_problem(error, self.store.url) or error)
             self._config_stamp = None  # try again at the next check
             return
         self.config = config
@@ -250,8 +251,8 @@ class Daemon:
                     log.warning("skipped: %s", busy)
             except (RenderError, OSError) as error:
                 log.error("cannot write the site: %s", error)
-            except OperationalError as error:
-                message = locked_database(error, self.store.url)
+            except DBAPIError as error:
+                message = database_problem(error, self.store.url)
                 if message is None:
                     raise
                 log.error("%s (trying again at the next run)", message)
