@@ -248,7 +248,7 @@ lengths = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(zone=zones, schedule=schedules, data=st.data(), length=lengths)
 def test_the_last_closing_in_a_window_is_found(
     zone: str, schedule: str, data: st.DataObject, length: timedelta

@@ -17,6 +17,8 @@ from click.testing import CliRunner, Result
 from digest.cli import cli
 from tests.validators import check_gemtext, validate_atom
 
+pytestmark = pytest.mark.slow  # whole `digest update` runs, end to end
+
 CONFIG = """\
 site:
   title: Kept Links

@@ -771,6 +771,7 @@ def wait_closed(sock: socket.socket | ssl.SSLSocket, bound: float = CLOSE_BOUND)
     return time.monotonic() - start
 
 
+@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_http_half_sent_headers_are_closed_after_the_header_timeout(tmp_path: Path) -> None:
     served = start_serve(tmp_path / "run", build_site(tmp_path), gemini=False, limits=SHORT)
     try:
@@ -806,6 +807,7 @@ def test_http_half_sent_headers_are_closed_after_the_header_timeout(tmp_path: Pa
         assert served.stop() == 0, served.log_text()
 
 
+@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_http_idle_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
     limits = {"header_timeout": 1.0, "idle_timeout": 2.0}
     served = start_serve(tmp_path / "run", build_site(tmp_path), gemini=False, limits=limits)
@@ -819,6 +821,7 @@ def test_http_idle_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_pa
         assert served.stop() == 0, served.log_text()
 
 
+@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_gemini_half_sent_request_line_is_closed_after_the_header_timeout(tmp_path: Path) -> None:
     served = start_serve(tmp_path / "run", build_site(tmp_path), http=False, limits=SHORT)
     try:
@@ -839,6 +842,7 @@ def test_gemini_half_sent_request_line_is_closed_after_the_header_timeout(tmp_pa
     assert "Traceback" not in served.log_text()
 
 
+@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_connections_past_the_cap_are_closed_at_once_and_logged_once(tmp_path: Path) -> None:
     cap = 6
     limits = {"header_timeout": 60.0, "idle_timeout": 60.0, "max_connections": cap}
