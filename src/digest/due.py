@@ -9,7 +9,9 @@ blocked, but never be silenced for good).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 MAX_BACKOFF = timedelta(days=1)  # the longest wait after failures in a row
 MAX_FRESHNESS = timedelta(days=1)  # a server's Cache-Control or Expires delays us this much at most
@@ -49,3 +51,20 @@ def latest_next_poll(now: datetime, interval: timedelta) -> datetime:
     Never earlier than now + MAX_RETRY_AFTER, so only a few feeds are ever checked.
     """
     return now + max(interval * (1 + JITTER), MAX_BACKOFF * (1 + JITTER), MAX_RETRY_AFTER)
+
+
+class Scheduled(Protocol):
+    @property
+    def next_poll_at(self) -> datetime: ...
+
+    @property
+    def interval(self) -> timedelta: ...
+
+
+S = TypeVar("S", bound=Scheduled)
+
+
+def out_of_reach(feeds: Iterable[S], now: datetime) -> list[S]:
+    """The feeds whose next poll is later than latest_next_poll allows (look only among those
+    scheduled after now + MAX_RETRY_AFTER: no other can be)."""
+    return [feed for feed in feeds if feed.next_poll_at > latest_next_poll(now, feed.interval)]

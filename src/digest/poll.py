@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from digest.config import FetchSettings
-from digest.due import MAX_RETRY_AFTER, latest_next_poll, next_poll_time
+from digest.due import MAX_RETRY_AFTER, next_poll_time, out_of_reach
 from digest.fetch import CacheState, Fetcher, FetchResult, Outcome
 from digest.parse import ParsedFeed, ParseFailure
 from digest.parse.pool import ParserPool
@@ -273,11 +273,15 @@ class Poller:
                 return
 
     def _pull_back(self, now: datetime) -> list[ScheduledFeed]:
-        """Make feeds due whose next poll a clock that ran ahead put out of reach."""
-        with self.store.writing() as session:
-            ahead = feeds_scheduled_after(session, now + MAX_RETRY_AFTER)
-            wrong = [f for f in ahead if f.next_poll_at > latest_next_poll(now, f.interval)]
-            reschedule(session, [feed.id for feed in wrong], now)
+        """Make feeds due whose next poll a clock that ran ahead put out of reach.
+
+        A read first: a write transaction on every poll would queue behind other writers for
+        what is almost always nothing."""
+        with self.store.reading() as session:
+            wrong = out_of_reach(feeds_scheduled_after(session, now + MAX_RETRY_AFTER), now)
+        if wrong:
+            with self.store.writing() as session:
+                reschedule(session, [feed.id for feed in wrong], now)
         return wrong
 
     def _claim(self, started: datetime, every: bool, limit: int) -> list[_Due]:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from digest.clock import close_trigger
 from digest.config import Config
-from digest.due import MAX_RETRY_AFTER, latest_next_poll
+from digest.due import MAX_RETRY_AFTER, out_of_reach
 from digest.editions import edition_path
 from digest.locks import running_daemon
 from digest.store import EditionRow, Store, feed_health, feeds_scheduled_after, live_workers
@@ -36,9 +36,8 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
             )
         }
         workers = live_workers(session, now, WORKERS_SHOWN_WITHIN)
-        ahead = feeds_scheduled_after(session, now + MAX_RETRY_AFTER)
-    # Left by a clock that ran ahead; the next poll pulls them back (digest.poll).
-    out_of_reach = [f for f in ahead if f.next_poll_at > latest_next_poll(now, f.interval)]
+        # Left by a clock that ran ahead; the next poll pulls them back (digest.poll).
+        unreachable = out_of_reach(feeds_scheduled_after(session, now + MAX_RETRY_AFTER), now)
     polls = [feed.last_poll for feed in health if feed.last_poll]
     streams: dict[str, Any] = {}
     for name, stream in settings.streams.items():
@@ -62,7 +61,7 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         "feeds": len(health),
         "failing_feeds": [feed.as_json() for feed in health if feed.failures or feed.disabled],
         "next_poll_out_of_reach": [
-            {"name": feed.name, "next_poll": feed.next_poll_at.isoformat()} for feed in out_of_reach
+            {"name": feed.name, "next_poll": feed.next_poll_at.isoformat()} for feed in unreachable
         ],
         "streams": streams,
         "workers": [
