@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Mapping
+from multiprocessing import resource_tracker
 from types import TracebackType
 
 from pebble import ProcessExpired, ProcessPool
@@ -52,6 +53,7 @@ class ParserPool:
         # fork server imports the parse stage once, and every worker forked from it shares
         # those pages. pebble starts the workers at the first body, so a poll of 304s starts
         # none.
+        _start_resource_tracker_quietly()
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["digest.parse"])
         self._pool = ProcessPool(
@@ -130,6 +132,27 @@ class ParserPool:
                 parsed.set_exception(failure)  # a bug in our own code: the poll stops on it
             else:
                 parsed.set_result(trip.result()[index])
+
+
+def _start_resource_tracker_quietly() -> None:
+    """Start multiprocessing's resource tracker with its stderr on /dev/null.
+
+    The tracker outlives the poller and unlinks the parser pool's semaphores when the poller
+    dies. After a `kill -9` it did just that and said so ("There appear to be N leaked
+    semaphore objects to clean up at shutdown") on the stderr it inherited: the poller's,
+    which cron mails to the operator. The cleanup is what should happen; only the warning
+    goes. fd 2 points elsewhere for the few milliseconds of the spawn, so a line another
+    thread writes then is lost: once per process, before any parse. A no-op once it runs.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    try:
+        os.dup2(devnull, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _lost_parse(failure: BaseException, timeout: float) -> ParseFailure | None:
