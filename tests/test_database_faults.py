@@ -11,14 +11,16 @@ root to mount; SQLite's `max_page_count` fails a write with the very error a ful
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, make_url
 
 # The forked child runs as `nobody`, who cannot read our sources: it needs these imported.
 import digest.poll
@@ -205,3 +207,104 @@ def test_a_full_disk_says_so_and_loses_nothing(
     code, out, err = run(site, "update")
     assert code == 0, out + err
     assert entry_count(site) == before + 400
+
+
+# PostgreSQL: the same promise, for a server that is down, a database that is missing or
+# read-only, and a schema from a newer digest.
+
+
+def on_postgresql(site: Site, url: str) -> Site:
+    site.config.write_text(
+        site.config.read_text().replace("database: sqlite:///digest.db", f"database: {url}")
+    )
+    return site
+
+
+def pg_connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A plain psycopg connection to the database SQLAlchemy's `url` names."""
+    return psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+
+
+def psql(url: str, statement: str) -> None:
+    with pg_connect(url) as connection:
+        connection.autocommit = True
+        connection.execute(statement)
+
+
+def pg_entry_count(url: str) -> int:
+    with pg_connect(url) as connection:
+        row = connection.execute("SELECT count(*) FROM entries").fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=" ".join)
+def test_a_postgresql_server_that_does_not_answer_is_one_line(
+    polled: Site, command: list[str]
+) -> None:
+    port = free_port()
+    site = on_postgresql(polled, f"postgresql+psycopg://links:s3cret@127.0.0.1:{port}/links")
+
+    code, out, err = run(site, *command)
+
+    assert code == 1, out + err
+    line = one_line(err)
+    assert line.startswith(f"cannot use database postgresql+psycopg://links:***@127.0.0.1:{port}/")
+    assert "Connection refused" in line
+    assert line.endswith("check that the server runs and site.database is right, then run again")
+    assert "s3cret" not in err  # the password never reaches a log or a cron mail
+
+
+def test_a_missing_postgresql_database_is_one_line(polled: Site, pg_url: str) -> None:
+    site = on_postgresql(polled, f"{pg_url}no_such_database")
+
+    code, out, err = run(site, "update")
+
+    assert code == 1, out + err
+    line = one_line(err)
+    assert line.startswith("cannot use database ")
+    assert 'database "no_such_database" does not exist' in line
+
+
+def test_a_read_only_postgresql_database_is_one_line(polled: Site, pg_database: str) -> None:
+    site = on_postgresql(polled, pg_database)
+    code, out, err = run(site, "poll")
+    assert code == 0, out + err
+    stored = pg_entry_count(pg_database)
+    name = make_url(pg_database).database
+    psql(pg_database, f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    feeds = FeedServer()
+    feeds.add("alpha", 5)
+    file_feeds(site, feeds, "alpha")
+    on_postgresql(site, pg_database)
+
+    for command in (["poll"], ["update"]):
+        code, out, err = run(site, *command)
+        assert code == 1, out + err
+        assert one_line(err) == (
+            f"database {make_url(pg_database).render_as_string()} is read-only (a standby "
+            "server?): point site.database at the primary, then run again"
+        )
+    assert pg_entry_count(pg_database) == stored
+
+
+def test_a_postgresql_database_from_a_newer_digest_is_left_alone(
+    polled: Site, pg_database: str
+) -> None:
+    site = on_postgresql(polled, pg_database)
+    code, out, err = run(site, "poll")
+    assert code == 0, out + err
+    psql(pg_database, "UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+
+    code, out, err = run(site, "update")
+
+    assert code == 1, out + err
+    assert "is at schema revision f00dfeedbeef, which this digest does not know" in one_line(err)
+    assert pg_entry_count(pg_database) == 3
