@@ -19,8 +19,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
 from digest.locks import publish_lock
+from digest.store import FeedRow, Store, claim_feeds
 from tests.daemon_harness import (
     DIGEST,
     FeedServer,
@@ -378,3 +380,34 @@ def test_a_reload_with_a_bad_schedule_or_a_feed_listed_twice_keeps_the_daemon_ru
     assert "Traceback" not in site.log(daemon)
     code, _ = terminate(daemon)
     assert code == 0, site.log(daemon)
+
+
+def test_feeds_held_by_a_killed_poller_are_logged_once_then_polled(
+    site: Site, server: FeedServer
+) -> None:
+    """After a kill -9 of a poll, its feeds wait out its lease: the daemon's ticks that poll
+    nothing used to say nothing at all; now the first says why, the rest keep quiet."""
+    for name in ("alpha", "beta"):
+        server.add(name, 1)
+    site.feeds = [rss_feed(server, "alpha"), rss_feed(server, "beta")]
+    site.write_config()
+    assert site.digest("poll").returncode == 0
+    lease = timedelta(seconds=5)
+    store = Store(f"sqlite:///{site.db}")
+    try:
+        with store.writing() as session:
+            now = datetime.now(UTC)
+            session.execute(update(FeedRow).values(next_poll_at=now - timedelta(seconds=1)))
+            claimed = claim_feeds(
+                session, now, worker="elsewhere:4242:dead00", lease=lease, limit=2
+            )
+        assert len(claimed) == 2
+    finally:
+        store.close()
+
+    daemon = site.start()
+    site.wait_for_log(daemon, ", 2 held by another poller (lease until ")
+    site.wait_for_log(daemon, "polled 2 feeds: ")  # the lease ended: polled at the next tick
+    log = site.log(daemon)
+    assert log.count("polled 0 feeds: ") == 1, log
+    assert terminate(daemon)[0] == 0

@@ -74,6 +74,7 @@ class Daemon:
         self._poll_cancelled = False
         self._poll_idle = threading.Event()
         self._poll_idle.set()
+        self._held_logged = 0  # feeds held by another poller, as the log last said
         # One poller for the daemon's life (one worker id in the workers table); a reload
         # makes a new one for the new fetch settings.
         self._poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
@@ -273,8 +274,11 @@ class Daemon:
                 return
             if summary is None:
                 return
-            if summary.polled:
+            # A tick that polled nothing says so only when the feeds held by another poller
+            # change: after a kill -9, the dead run's feeds wait out its lease, once in the log.
+            if summary.polled or summary.held.count != self._held_logged:
                 log.info(summary.line())
+            self._held_logged = summary.held.count
             for feed in summary.pulled_back:
                 log.warning("%s: %s", feed.name, PULLED_BACK.format(when=feed.next_poll_at))
             for failure in summary.failures:
