@@ -49,6 +49,7 @@ from digest.render import (
     StreamContent,
     render_site,
 )
+from digest.rules import stream_rules
 from digest.store import EditionRow, EntryRow, FeedRow, Store
 
 log = logging.getLogger("digest.publish")
@@ -102,6 +103,7 @@ def close_stream(store: Store, settings: Settings, name: str, at: datetime) -> E
                 settings.site.zone,
                 at,
                 after=max(kept, default=0),
+                rules=stream_rules(settings, name),
             )
     except IntegrityError:
         # Another node closed this edition (or took these entries) first: the unique keys
