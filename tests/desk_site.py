@@ -43,7 +43,9 @@ class DeskSite:
     def public(self) -> Path:
         return self.root / "public"
 
-    def feed(self, name: str, stories: list[Story], section: str = "Science", extra: str = "") -> None:
+    def feed(
+        self, name: str, stories: list[Story], section: str = "Science", extra: str = ""
+    ) -> None:
         """Write (or rewrite) feed `name` with these stories, and list it in the config."""
         items = "".join(
             f"<item><guid>{escape(story.link)}</guid><title>{escape(story.title)}</title>"

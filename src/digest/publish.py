@@ -237,7 +237,7 @@ def site_content(
         author=site.author or site.title,
         streams=streams,
         recent=recent,
-        updated=recent[0].published if recent else EPOCH,
+        updated=max((post.updated or post.published for post in recent), default=EPOCH),
     )
 
 
@@ -278,6 +278,7 @@ def _edition_post(edition: Edition, base_url: str, gemini_base_url: str) -> Rece
         url=f"{base_url}{edition.path}.html",
         gemini_url=f"{gemini_base_url or base_url}{edition.path}.gmi",
         published=edition.closed_at,
+        updated=edition.updated_at,
     )
 
 

@@ -35,7 +35,7 @@ class PatternRules:
         """Why these texts stay out, or None."""
         for pattern in self.exclude:
             if any(_compiled(pattern).search(text) for text in texts):
-                return f"excluded by {self.where} rule {pattern!r}"
+                return f"excluded by {self.where} rule '{pattern}'"
         if self.include and not any(
             _compiled(pattern).search(text) for pattern in self.include for text in texts
         ):
