@@ -71,7 +71,7 @@ def test_amend_rewrites_one_edition_with_the_same_ids_and_a_new_updated(desk: De
     first, second = two_editions(desk)
     listing = desk.ok("amend", first).stdout.splitlines()
     assert listing[0] == f"{first}: Links {FIRST:%d/%m/%Y}: Coral grows back and Bees cuont to four"
-    typo = [line.split()[0] for line in listing[1:] if "Bees cuont" in line][0]
+    typo = next(line.split()[0] for line in listing[1:] if "Bees cuont" in line)
     feeds = [desk.public / "links" / "feed.xml", desk.public / "feed.xml"]
     before = {path: atom_entries(path) for path in feeds}
     pages = {path: path.read_bytes() for path in desk.public.rglob("*") if path.is_file()}
