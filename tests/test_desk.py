@@ -372,3 +372,19 @@ def test_an_emptied_draft_file_changes_nothing(desk: DeskSite, tmp_path: Path) -
         assert result.exit_code == 0
         assert "the draft file was emptied: nothing changed" in result.stdout
         assert desk.draft() == before
+
+
+def test_choices_made_by_cli_reach_build_on_either_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    site = DeskSite(tmp_path, database=database_url)
+    site.feed(
+        "sci",
+        [Story("Keep me", "https://sci.example/1"), Story("Hide me", "https://sci.example/2")],
+    )
+    site.ok("poll")
+    site.ok("hide", site.handle("Hide me"))
+    site.ok("title", "links", "Chosen Words")
+    site.ok("build")
+    assert closed_titles(site) == (f"Links {NOW:%d/%m/%Y}: Chosen Words", ["Keep me"])
+    assert site.draft()["title_choice"] is None
