@@ -170,12 +170,20 @@ def _draft(plan: Plan, sections: tuple[str, ...]) -> Draft:
 
 def format_draft(draft: Draft) -> list[str]:
     """The draft as `digest draft` prints it."""
-    state = (
-        f"would close now with {len(draft.items)} items"
-        if draft.closes
-        else f"would not close now: {len(draft.items)} items, min_items {draft.min_items}"
-    )
-    lines = [f"{draft.stream}: {draft.title}", f"  ({state})"]
+    if not draft.items:
+        lines = [f"{draft.stream}: nothing to close now"]
+    elif draft.closes:
+        lines = [
+            f"{draft.stream}: {draft.title}",
+            f"  (would close now with {len(draft.items)} items)",
+        ]
+    else:
+        lines = [
+            f"{draft.stream}: {draft.title}",
+            f"  (would not close now: {len(draft.items)} items, min_items {draft.min_items})",
+        ]
+    if draft.title_choice:
+        lines.append(f"  (the title's words are the editor's: {draft.title_choice})")
     section = None
     for item in draft.items:
         if item.section != section:
