@@ -298,7 +298,7 @@ def hide(app: App, handles: tuple[str, ...]) -> None:
     """Keep entries (by HANDLE, from `digest draft`) out of every edition."""
     from digest.desk import hide as hide_entries
 
-    _choose(app, "hidden", lambda store, _: hide_entries(store, handles, datetime.now(UTC)))
+    _choose(app, "hidden", lambda store, _, now: hide_entries(store, handles, now))
 
 
 @cli.command()
@@ -308,11 +308,7 @@ def unhide(app: App, handles: tuple[str, ...]) -> None:
     """Let hidden entries into editions again."""
     from digest.desk import hide as hide_entries
 
-    _choose(
-        app,
-        "unhidden",
-        lambda store, _: hide_entries(store, handles, datetime.now(UTC), hidden=False),
-    )
+    _choose(app, "unhidden", lambda store, _, now: hide_entries(store, handles, now, hidden=False))
 
 
 @cli.command()
@@ -327,7 +323,7 @@ def pin(app: App, handles: tuple[str, ...], section: str | None) -> None:
     _choose(
         app,
         "pinned" + (f" into {section}" if section else ""),
-        lambda store, settings: pin_entries(store, settings, handles, section, datetime.now(UTC)),
+        lambda store, settings, now: pin_entries(store, settings, handles, section, now),
     )
 
 
@@ -341,9 +337,7 @@ def unpin(app: App, handles: tuple[str, ...]) -> None:
     _choose(
         app,
         "unpinned",
-        lambda store, settings: pin_entries(
-            store, settings, handles, None, datetime.now(UTC), pinned=False
-        ),
+        lambda store, settings, now: pin_entries(store, settings, handles, None, now, pinned=False),
     )
 
 
@@ -359,9 +353,7 @@ def headline(app: App, stream: str, handles: tuple[str, ...]) -> None:
     _choose(
         app,
         f"the headlines of {stream}'s next edition",
-        lambda store, settings: choose_headlines(
-            store, settings, stream, handles, datetime.now(UTC)
-        ),
+        lambda store, settings, now: choose_headlines(store, settings, stream, handles, now),
     )
 
 
@@ -429,11 +421,13 @@ def _stream_names(config: Config, stream: str | None, *, needed: bool = False) -
     return known
 
 
-def _choose(app: App, done: str, action: Callable[[Store, Settings], list[Target]]) -> None:
+def _choose(
+    app: App, done: str, action: Callable[[Store, Settings, datetime], list[Target]]
+) -> None:
     """Run one of the desk's choices; say what it did to which entries."""
     config = app.config
     with app.store(config) as store, _desk_errors():
-        targets = action(store, config.settings)
+        targets = action(store, config.settings, datetime.now(UTC))
     for target in targets:
         click.echo(f"{target.handle} {done}: {target.title}")
     if not targets:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -51,17 +51,7 @@ class DraftItem:
     headline: bool = False  # the editor chose it for the title
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "handle": self.handle,
-            "feed": self.feed,
-            "section": self.section,
-            "title": self.title,
-            "link": self.link,
-            "summary": self.summary,
-            "published": self.published.isoformat(),
-            "pinned": self.pinned,
-            "headline": self.headline,
-        }
+        return asdict(self) | {"published": self.published.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -75,14 +65,7 @@ class HeldItem:
     hidden: bool  # by the editor (an unhide lets it in)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "handle": self.handle,
-            "feed": self.feed,
-            "section": self.section,
-            "title": self.title,
-            "link": self.link,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
