@@ -10,7 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -32,6 +32,7 @@ from tests.desk_site import NOW, DeskSite, Story
 # --- handles ----------------------------------------------------------------------------
 
 
+@settings(deadline=None)  # no timing: the machine may be busy
 @given(st.integers(min_value=0, max_value=10**12))
 def test_a_handle_names_its_entry_and_no_other(entry_id: int) -> None:
     handle = handle_of(entry_id)
