@@ -17,7 +17,7 @@ from sqlalchemy import select
 from digest.config import FeedSettings, StreamSettings
 from digest.editions import close_edition, plan_edition
 from digest.handles import ALPHABET, entry_id_of, handle_of
-from digest.store import EntryRow, Store, store_entries
+from digest.store import EditionRow, EntryRow, Store, store_entries
 from digest.store.choices import (
     Choices,
     load_choices,
@@ -25,6 +25,7 @@ from digest.store.choices import (
     set_hidden,
     set_pinned,
     set_title,
+    spend,
 )
 from tests.conftest import add_feeds, make_entry
 from tests.desk_site import NOW, DeskSite, Story
@@ -117,6 +118,24 @@ def test_choices_are_stored_and_spent_by_the_edition_that_used_them(store: Store
         plan = plan_edition(session, "links", LINKS, ZONE, T0 + timedelta(hours=1))
     assert [c.title for c in plan.items] == ["Two"]
     assert plan.title == "Links 02/12/2026: Two"
+
+
+def test_a_closing_spends_only_the_choices_it_read(store: Store) -> None:
+    """An editor's choice stored while an edition closes waits for the next edition."""
+    ids = entry_ids(store)
+    with store.writing() as session:
+        edition = close_edition(session, "links", LINKS, ZONE, T0)
+        assert edition is not None
+        edition_id = session.scalars(select(EditionRow.id)).one()
+        set_title(session, "links", "Read by the closing", T0)
+        set_pinned(session, {ids["Old"]: "links"}, {}, True, T0)
+    with store.reading() as session:
+        read = load_choices(session, "links")
+    with store.writing() as session:
+        set_headlines(session, "links", [ids["Old"]], T0)  # stored meanwhile
+        spend(session, edition_id, read, used=[ids["Old"]])
+    with store.reading() as session:
+        assert load_choices(session, "links") == Choices(headlines=(ids["Old"],))
 
 
 def test_hiding_unpins_and_pinning_unhides(store: Store) -> None:

@@ -189,7 +189,7 @@ def close_edition(
         ),
     )
     edition_id = _save(session, edition, plan.items)
-    spend(session, name, edition_id, [c.entry_id for c in plan.items])
+    spend(session, edition_id, plan.choices, [c.entry_id for c in plan.items])
     return edition
 
 

@@ -27,6 +27,9 @@ class Choices:
     pinned: Mapping[int, str | None] = field(default_factory=dict)  # entry id -> section or None
     headlines: tuple[int, ...] = ()  # entry ids whose headlines make the title, in order
     title: str | None = None  # the title's {headlines} part, verbatim
+    # The rows these came from, (id, kind, entry id): a closing spends these and no others,
+    # not one an editor stored while it closed.
+    rows: tuple[tuple[int, str, int | None], ...] = field(default=(), compare=False)
 
 
 NO_CHOICES = Choices()
@@ -44,6 +47,7 @@ def load_choices(session: Session, stream: str) -> Choices:
         pinned={row.entry_id: row.section for row in rows if row.kind == PIN and row.entry_id},
         headlines=tuple(row.entry_id for row in rows if row.kind == HEADLINE and row.entry_id),
         title=title[-1] if title else None,
+        rows=tuple((row.id, row.kind, row.entry_id) for row in rows),
     )
 
 
@@ -96,20 +100,19 @@ def set_title(session: Session, stream: str, text: str | None, now: datetime) ->
         session.add(ChoiceRow(stream=stream, kind=TITLE, text=text, made_at=now))
 
 
-def spend(session: Session, stream: str, edition_id: int, used: Collection[int]) -> None:
+def spend(session: Session, edition_id: int, choices: Choices, used: Collection[int]) -> None:
     """Mark the choices an edition closed with as spent: its title, its headlines and the
     pins of the entries it holds. Pins it could not use wait for the next edition."""
-    pending = (ChoiceRow.stream == stream) & ChoiceRow.spent_in.is_(None)
-    session.execute(
-        update(ChoiceRow)
-        .where(pending, ChoiceRow.kind.in_([TITLE, HEADLINE]))
-        .values(spent_in=edition_id)
-    )
-    ids = list(used)
+    used = set(used)
+    ids = [
+        row_id
+        for row_id, kind, entry_id in choices.rows
+        if kind in (TITLE, HEADLINE) or (kind == PIN and entry_id in used)
+    ]
     for start in range(0, len(ids), 500):
         session.execute(
             update(ChoiceRow)
-            .where(pending, ChoiceRow.kind == PIN, ChoiceRow.entry_id.in_(ids[start : start + 500]))
+            .where(ChoiceRow.id.in_(ids[start : start + 500]), ChoiceRow.spent_in.is_(None))
             .values(spent_in=edition_id)
         )
 
