@@ -161,7 +161,14 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
     headlines = None
     if "headlines" in keys:
         number, value = keys["headlines"]
-        headlines = _headlines(value, number, shown, hide, rule_held, pin, problems)
+        out = hide | {
+            entry_id
+            for held in draft.held_back
+            if (entry_id := entry_id_of(held.handle)) is not None
+            and entry_id not in pin
+            and (not held.hidden or entry_id not in clear)
+        }
+        headlines = _headlines(value, number, shown, out, problems)
     if problems:
         raise DraftFileError(problems)
     return Edits(
@@ -177,11 +184,10 @@ def _headlines(
     value: str,
     number: int,
     shown: dict[str, str],
-    hide: set[int],
-    rule_held: set[str],
-    pin: dict[int, str | None],
+    out: set[int],
     problems: list[str],
 ) -> tuple[int, ...]:
+    """The handles of a headlines: line; each must name an item that goes in."""
     chosen: list[int] = []
     for text in value.replace(",", " ").split():
         entry_id = entry_id_of(text)
@@ -190,7 +196,7 @@ def _headlines(
             problems.append(
                 f"draft line {number}: headlines: {text!r} is not a handle of this draft"
             )
-        elif entry_id in hide or (handle in rule_held and entry_id not in pin):
+        elif entry_id in out:
             problems.append(f"draft line {number}: headlines: {handle} stays out of the edition")
         elif entry_id not in chosen:
             chosen.append(entry_id)
