@@ -22,7 +22,7 @@ from digest.config import Settings
 from digest.draft_file import Edits, EmptyDraftFile, parse_draft_file, render_draft_file
 from digest.editions import Edition, Plan, edition_path, load_editions, plan_edition
 from digest.handles import entry_id_of, handle_of
-from digest.rules import stream_rules
+from digest.rules import blocked_domain, stream_rules
 from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow, Store
 from digest.store.choices import set_headlines, set_hidden, set_pinned, set_title
 
@@ -281,12 +281,11 @@ def resolve(session: Session, handles: Sequence[str]) -> list[Target]:
     return targets
 
 
-def _not_closed(targets: Sequence[Target], what: str) -> list[str]:
+def _already_closed(targets: Sequence[Target], *, amend_hint: bool = False) -> list[str]:
+    """A choice about the next edition cannot concern an entry a closed one holds."""
     return [
-        f"{t.handle}: {t.title!r} is in {t.edition} already: "
-        f"`digest amend {t.edition} --hide {t.handle}` takes it out"
-        if what == "hide"
-        else f"{t.handle}: {t.title!r} is in {t.edition} already"
+        f"{t.handle}: {t.title!r} is in {t.edition} already"
+        + (f": `digest amend {t.edition} --hide {t.handle}` takes it out" if amend_hint else "")
         for t in targets
         if t.edition
     ]
@@ -298,7 +297,7 @@ def hide(
     """Keep entries out of every edition (or, with hidden=False, let them in again)."""
     with store.writing() as session:
         targets = resolve(session, handles)
-        if hidden and (problems := _not_closed(targets, "hide")):
+        if hidden and (problems := _already_closed(targets, amend_hint=True)):
             raise DeskError(problems)
         set_hidden(session, {t.entry_id: t.stream for t in targets}, hidden, now)
     return targets
@@ -317,15 +316,15 @@ def pin(
     their age and the exclude and include rules; or, with pinned=False, stop doing so."""
     with store.writing() as session:
         targets = resolve(session, handles)
-        problems = _not_closed(targets, "pin") if pinned else []
+        problems = _already_closed(targets) if pinned else []
         for target in targets if pinned else []:
             if target.stream not in settings.streams:
                 problems.append(f"{target.handle}: its stream {target.stream!r} is not configured")
                 continue
-            if blocked := stream_rules(settings, target.stream).blocks(target.link):
+            if blocked := blocked_domain(target.link, settings.block_domains):
                 problems.append(
-                    f"{target.handle}: {target.title!r}: {blocked} (block_domains): "
-                    "a blocked domain's links never enter an edition"
+                    f"{target.handle}: {target.title!r}: blocked domain {blocked} "
+                    "(block_domains): its links never enter an edition"
                 )
             known = _sections(settings, target.stream)
             if section is not None and section not in known:
@@ -353,7 +352,7 @@ def headline(
     _known_stream(settings, stream)
     with store.writing() as session:
         targets = resolve(session, handles)
-        problems = _not_closed(targets, "headline") + [
+        problems = _already_closed(targets) + [
             f"{t.handle}: {t.title!r} is in stream {t.stream}, not {stream}"
             for t in targets
             if t.stream != stream
