@@ -4,6 +4,7 @@ checked by what the next `digest build` closes."""
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -297,6 +298,23 @@ def test_pin_lets_in_what_a_rule_held_back(desk: DeskSite) -> None:
     assert "Slop about AI" in desk.titles()
     desk.ok("unpin", desk.handle("Slop about AI"))
     assert "Slop about AI" not in desk.titles()
+
+
+def test_an_entry_older_than_the_lookback_is_pinned_by_its_handle_from_entries(
+    desk: DeskSite,
+) -> None:
+    old = NOW - timedelta(days=9)
+    desk.feed("old", [Story("From last week", "https://old.example/1", published=old)])
+    desk.ok("poll")
+    assert "From last week" not in desk.titles()
+    listed = json.loads(desk.ok("entries", "--feed", "old", "--json").stdout)["entries"]
+    ((handle, title),) = [(e["handle"], e["title"]) for e in listed]
+    assert title == "From last week"
+    assert handle in desk.ok("entries", "--feed", "old").stdout
+    desk.ok("pin", handle)
+    assert "From last week" in desk.titles()
+    desk.ok("build")
+    assert "From last week" in closed_titles(desk)[1]
 
 
 # --- draft --edit ----------------------------------------------------------------------

@@ -256,12 +256,16 @@ def entries_command(app: App, feed_name: str | None, limit: int, as_json: bool) 
     if as_json:
         click.echo(json.dumps({"entries": [entry.as_json() for entry in found]}, indent=2))
         return
-    table = Table("published", "feed", "title", "link")
-    table.columns[3].overflow = "fold"  # a link cut short with an ellipsis is no use
+    table = Table("handle", "published", "feed", "title", "link")
+    table.columns[4].overflow = "fold"  # a link cut short with an ellipsis is no use
     for entry in found:
         # Text, not str: feed text is never read as rich markup ("[/]" in a title).
         table.add_row(
-            _when(entry.published), Text(entry.feed), Text(entry.title), Text(entry.link or "")
+            entry.handle,
+            _when(entry.published),
+            Text(entry.feed),
+            Text(entry.title),
+            Text(entry.link or ""),
         )
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
 
