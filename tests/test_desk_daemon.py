@@ -41,23 +41,28 @@ def test_the_daemon_closes_editions_as_the_editor_chose(site: Site, server: Feed
     handles = {item["title"]: item["handle"] for item in draft["items"]}
     hidden = handles["Story 1 of alpha"]
     assert site.digest("hide", hidden).returncode == 0
-    assert site.digest("title", "links", "Words of the Editor").returncode == 0
+    assert (
+        site.digest(
+            "headline", "links", handles["Story 2 of alpha"], handles["Story 0 of alpha"]
+        ).returncode
+        == 0
+    )
 
     daemon = site.start(close_every="1s")
     wait_for(lambda: len(site.editions()) == 1, "the first edition")
     ((_, title, items),) = edition_rows(site)
-    assert title.endswith(": Words of the Editor")
+    assert title.endswith(": Story 2 of alpha and Story 0 of alpha")
     assert sorted(items) == ["Story 0 of alpha", "Story 2 of alpha"]
 
-    # While it runs: new words for the next edition, then the hidden story let in again.
+    # While it runs: words for the next edition's title, then the hidden story pinned in.
     assert site.digest("title", "links", "Second Words").returncode == 0
-    assert site.digest("unhide", hidden).returncode == 0
+    assert site.digest("pin", hidden).returncode == 0
     wait_for(lambda: len(site.editions()) == 2, "the second edition")
     assert edition_rows(site)[1][1:] == (
         edition_rows(site)[1][1].split(":")[0] + ": Second Words",
         ["Story 1 of alpha"],
     )
-    # Spent: both titles were used once; nothing is left for the next edition.
+    # Spent: the headlines, the title and the pin were used once; nothing is left.
     assert site.query("SELECT count(*) FROM choices WHERE spent_in IS NULL") == [(0,)]
     page = wait_for(lambda: next(site.public.glob("links/*/*/*/2.html"), None), "its page")
     text = page.read_text()
