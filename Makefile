@@ -13,9 +13,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/digest --config examples/demo/feeds.yaml update
+	$(BIN)/digest --config examples/demo/feeds.yaml poll
+	mkdir -p build
+	$(BIN)/digest --config examples/demo/feeds.yaml draft > build/draft.txt
+	$(BIN)/digest --config examples/demo/feeds.yaml build
 	@echo
 	@echo "Open these:"
+	@echo "  $(CURDIR)/build/draft.txt       (the draft before it closed: items, handles, held back)"
 	@echo "  $(CURDIR)/public/index.html     (the site, in a browser)"
 	@echo "  $(CURDIR)/public/index.gmi      (the capsule, in a Gemini client)"
 	@echo "  $(CURDIR)/public/feed.xml       (the Atom feed, in a feed reader)"

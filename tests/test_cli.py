@@ -57,7 +57,9 @@ def test_update_publishes_the_demo_site(demo: Path, tmp_path: Path) -> None:
     index = (public / "index.html").read_text()
     assert "Links for the day" in index
     assert "Ten Years of Daily Links" in index  # an own post among the recent posts
-    assert counts(tmp_path / "build" / "demo.db") == (30, 2)
+    # Stored, but the demo blocks its domain (block_domains): no page links it.
+    assert counts(tmp_path / "build" / "demo.db") == (31, 2)
+    assert not [p for p in public.rglob("*.*") if b"content-farm.example" in p.read_bytes()]
 
 
 def test_a_second_update_on_unchanged_feeds_adds_nothing(demo: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from digest.config import FeedSettings, Settings, SiteSettings, StreamSettings
 from digest.editions import (
     Candidate,
+    Choice,
     Edition,
     choose_items,
     close_edition,
@@ -23,6 +24,7 @@ from digest.editions import (
     join_headlines,
     load_editions,
 )
+from digest.handles import handle_of
 from digest.parse import ParsedEntry
 from digest.publish import build
 from digest.store import EditionRow, EntryRow, Store, store_entries
@@ -97,6 +99,7 @@ def test_title_fills_the_pattern_and_drops_headlines_to_fit() -> None:
 def candidate(entry_id: int, canonical_url: str | None) -> Candidate:
     return Candidate(
         entry_id=entry_id,
+        feed_url=f"https://feed{entry_id}.example/feed",
         source=f"Feed {entry_id}",
         section="Leftovers",
         title=f"Story {entry_id}",
@@ -119,8 +122,12 @@ def test_choose_items_keeps_each_story_once_and_none_published_before() -> None:
         candidate(6, "https://example.net/old"),  # an earlier edition carried it
     ]
     chosen = choose_items(told, {"https://example.net/old"})
-    assert [c.entry_id for c in chosen] == [1, 2, 4, 5]
-    assert choose_items([], set()) == []
+    assert [c.entry_id for c in chosen.items] == [1, 2, 4, 5]
+    assert [(held.candidate.entry_id, held.reason) for held in chosen.held] == [
+        (3, f"the same story as {handle_of(1)}"),
+        (6, "the same story as an earlier edition's"),
+    ]
+    assert choose_items([], set()) == Choice([], [])
 
 
 def test_sections_in_stream_order_items_in_publication_order(store: Store) -> None:

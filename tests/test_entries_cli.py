@@ -120,9 +120,11 @@ def test_entries_are_listed_newest_first_with_every_field(
         ("Alpha News", "Alpha one"),
     ]
     assert all(
-        set(entry) == {"feed", "title", "link", "published", "summary", "key"} for entry in entries
+        set(entry) == {"handle", "feed", "title", "link", "published", "summary", "key"}
+        for entry in entries
     )
     undated, three = entries[0], entries[1]
+    assert three.pop("handle") != undated["handle"]  # see test_desk for what a handle names
     assert three == {
         "feed": "Alpha News",
         "title": "Alpha three",
@@ -169,6 +171,7 @@ def test_the_table_shows_every_entry_and_feed_text_is_not_markup(
     lines = result.stdout.splitlines()
     header = next(line for line in lines if "published" in line)
     assert [word for word in header.split() if word.isalpha()] == [
+        "handle",
         "published",
         "feed",
         "title",

@@ -52,6 +52,34 @@ def parse_duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _pattern(value: object) -> str:
+    """A rule's regular expression, compiled here as the editions stage will (case-insensitive),
+    so a bad one is a config error with its line rather than a failed closing."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a regular expression, got {value!r}")
+    try:
+        re.compile(value, re.IGNORECASE)
+    except re.error as error:
+        raise ValueError(f"not a valid regular expression {value!r}: {error}") from None
+    return value
+
+
+Pattern = Annotated[str, BeforeValidator(_pattern)]
+_DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
+
+
+def _domain(value: object) -> str:
+    """A blocked domain as links' host names are compared with it: lower-case, no dot before;
+    `*.slop.example` means the same as `slop.example` (subdomains are always included)."""
+    text = value.strip().lower().removeprefix("*.").strip(".") if isinstance(value, str) else ""
+    if not _DOMAIN.match(text):
+        raise ValueError(f"expected a domain such as slop.example, got {value!r}")
+    return text
+
+
+Domain = Annotated[str, BeforeValidator(_domain)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -106,6 +134,9 @@ class StreamSettings(_Strict):
     min_items: int = Field(default=1, ge=1)
     title_max: int = Field(default=110, ge=20)
     label: str = ""  # what index pages call the stream; default: the title pattern's first words
+    # Rules (digest.rules), applied when an edition closes, never when entries are stored.
+    exclude: tuple[Pattern, ...] = ()
+    include: tuple[Pattern, ...] = ()
 
     @field_validator("schedule")
     @classmethod
@@ -145,6 +176,8 @@ class FeedSettings(_Strict):
     own: bool = False
     interval: Duration = timedelta(hours=1)
     weight: int = 0
+    exclude: tuple[Pattern, ...] = ()  # rules for this feed's entries (digest.rules)
+    include: tuple[Pattern, ...] = ()
 
     @field_validator("url")
     @classmethod
@@ -197,6 +230,9 @@ class Settings(_Strict):
     streams: dict[str, StreamSettings]
     feeds: tuple[FeedSettings, ...] = ()
     fetch: FetchSettings = FetchSettings()
+    # Domains (and their subdomains) whose links never enter an edition, whichever feed
+    # carries them.
+    block_domains: tuple[Domain, ...] = ()
 
     @field_validator("streams")
     @classmethod

@@ -7,16 +7,19 @@ time, so later changes to an entry never change a published edition.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from itertools import groupby
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from digest.config import StreamSettings
+from digest.handles import handle_of
+from digest.rules import NO_RULES, StreamRules
 from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow
+from digest.store.choices import NO_CHOICES, Choices, load_choices, spend
 
 MAX_HEADLINES = 3
 
@@ -45,6 +48,7 @@ class Edition:
     summary: str  # the stream's summary line, e.g. "Links for the day"
     closed_at: datetime  # aware UTC
     sections: tuple[EditionSection, ...]
+    updated_at: datetime | None = None  # aware UTC: when `digest amend` last corrected it
 
     @property
     def path(self) -> str:
@@ -57,6 +61,7 @@ class Candidate:
     """An entry that could go into the next edition, with what the choice needs to know."""
 
     entry_id: int
+    feed_url: str  # the feed's URL in feeds.yaml: which feed's rules apply
     source: str
     section: str
     title: str
@@ -67,6 +72,75 @@ class Candidate:
     weight: int
 
 
+@dataclass(frozen=True)
+class Held:
+    """A candidate kept out of the edition, and why (for the draft)."""
+
+    candidate: Candidate
+    reason: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What choose_items decided: the items, oldest first, and the candidates held back."""
+
+    items: list[Candidate]
+    held: list[Held]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The edition a stream would close at `at`: what the draft shows and a closing saves."""
+
+    stream: str
+    local: datetime  # `at` in the site's zone
+    title: str
+    sections: tuple[tuple[str, tuple[Candidate, ...]], ...]
+    held: tuple[Held, ...]
+    choices: Choices
+    min_items: int
+
+    @property
+    def items(self) -> list[Candidate]:
+        return [item for _, items in self.sections for item in items]
+
+    @property
+    def closes(self) -> bool:
+        return len(self.items) >= max(self.min_items, 1)
+
+
+def plan_edition(
+    session: Session,
+    name: str,
+    stream: StreamSettings,
+    zone: ZoneInfo,
+    at: datetime,
+    rules: StreamRules = NO_RULES,
+) -> Plan:
+    """The stream's next edition as of `at`, with the rules and the editor's choices applied.
+
+    Candidates: entries of the stream's feeds published in (at - lookback, at] that are in no
+    edition yet, and the entries the editor pinned, however old. A story whose canonical URL
+    an earlier edition of the stream carried, or that another candidate already carries, is
+    left out (unless pinned).
+    """
+    choices = _usable(load_choices(session, name), stream)
+    candidates = _candidates(session, name, stream, at, list(choices.pinned))
+    carried = _carriers(session, name, [c.canonical_url for c in candidates if c.canonical_url])
+    published = _published_canonicals(session, name, list(carried))
+    choice = choose_items(candidates, published, rules, choices)
+    local = at.astimezone(zone)
+    return Plan(
+        stream=name,
+        local=local,
+        title=_title(stream, local, choice.items, carried, choices),
+        sections=_ordered_sections(choice.items, stream),
+        held=tuple(choice.held),
+        choices=choices,
+        min_items=stream.min_items,
+    )
+
+
 def close_edition(
     session: Session,
     name: str,
@@ -75,74 +149,140 @@ def close_edition(
     at: datetime,
     *,
     after: int = 0,
+    rules: StreamRules = NO_RULES,
 ) -> Edition | None:
-    """Close the stream's next edition as of `at`, or None when too little is new.
+    """Close the stream's next edition as of `at` (see plan_edition), or None when too little
+    is new. The editor's choices it used are spent.
 
     Its number is the next of the day after the ones the database records and after `after`:
     the highest number the caller knows to be taken some other way (published pages the
     database has no record of, see digest.publish.close_stream).
 
-    Candidates: entries of the stream's feeds published in (at - lookback, at] that are in no
-    edition yet. A story whose canonical URL an earlier edition of the stream carried, or that
-    another candidate already carries, is left out. The caller commits; the unique keys on
-    (stream, date, number) and on the entry make a second closer fail instead of doubling.
+    The caller commits; the unique keys on (stream, date, number) and on the entry make a
+    second closer fail instead of doubling.
     """
-    candidates = _candidates(session, name, stream, at)
-    carried = _carriers(session, name, [c.canonical_url for c in candidates if c.canonical_url])
-    chosen = choose_items(candidates, _published_canonicals(session, name, list(carried)))
-    if len(chosen) < stream.min_items or not chosen:
+    plan = plan_edition(session, name, stream, zone, at, rules)
+    if not plan.closes:
         return None
-
-    local = at.astimezone(zone)
     number = 1 + max(
         after,
         session.scalar(
             select(func.max(EditionRow.number)).where(
-                EditionRow.stream == name, EditionRow.date == local.date()
+                EditionRow.stream == name, EditionRow.date == plan.local.date()
             )
         )
         or 0,
     )
-    sections = _ordered_sections(chosen, stream)
-    headlines = rank_headlines(chosen, carried)
     edition = Edition(
         stream=name,
-        date=local.date(),
+        date=plan.local.date(),
         number=number,
-        title=edition_title(stream.title, local, headlines, stream.title_max),
+        title=plan.title,
         summary=stream.summary,
         closed_at=at,
-        sections=sections,
+        sections=tuple(
+            EditionSection(
+                section,
+                tuple(EditionItem(c.source, c.title, c.link, c.blurb, c.published) for c in items),
+            )
+            for section, items in plan.sections
+        ),
     )
-    _save(session, edition, chosen)
+    edition_id = _save(session, edition, plan.items)
+    spend(session, edition_id, plan.choices, [c.entry_id for c in plan.items])
     return edition
 
 
-def choose_items(candidates: list[Candidate], published_before: set[str]) -> list[Candidate]:
-    """What an edition holds: each story once (by canonical URL), and none that an earlier
-    edition of the stream carried; candidates come oldest first, so the first teller wins."""
-    chosen: list[Candidate] = []
-    seen = set(published_before)
+def choose_items(
+    candidates: list[Candidate],
+    published_before: set[str],
+    rules: StreamRules = NO_RULES,
+    choices: Choices = NO_CHOICES,
+) -> Choice:
+    """What an edition holds, and what is held back and why.
+
+    Blocked domains stay out whatever the editor chose; then hidden entries; then the rules,
+    which a pin overrides. Each story goes in once (by canonical URL), and none that an
+    earlier edition of the stream carried unless pinned: candidates come oldest first, so the
+    first teller wins, but a pinned teller wins over all.
+    """
+    reasons: dict[int, str | None] = {}
+    teller: dict[str, int] = {}
+    pinned_first = sorted(candidates, key=lambda c: c.entry_id not in choices.pinned)
+    for candidate in pinned_first:
+        pinned = candidate.entry_id in choices.pinned
+        reason = rules.blocks(candidate.link)
+        if reason is None and candidate.entry_id in choices.hidden:
+            reason = "hidden by the editor"
+        if reason is None and not pinned:
+            reason = rules.filters(
+                feed_url=candidate.feed_url,
+                title=candidate.title,
+                link=candidate.link,
+                summary=candidate.blurb,
+            )
+        url = candidate.canonical_url
+        if reason is None and url:
+            if url in teller:
+                reason = f"the same story as {handle_of(teller[url])}"
+            elif url in published_before and not pinned:
+                reason = "the same story as an earlier edition's"
+            else:
+                teller[url] = candidate.entry_id
+        reasons[candidate.entry_id] = reason
+    items, held = [], []
     for candidate in candidates:
-        if candidate.canonical_url:
-            if candidate.canonical_url in seen:
-                continue
-            seen.add(candidate.canonical_url)
-        chosen.append(candidate)
-    return chosen
+        reason = reasons[candidate.entry_id]
+        if reason is not None:
+            held.append(Held(candidate, reason))
+        elif section := choices.pinned.get(candidate.entry_id):
+            items.append(replace(candidate, section=section))
+        else:
+            items.append(candidate)
+    return Choice(items, held)
+
+
+def _usable(choices: Choices, stream: StreamSettings) -> Choices:
+    """Choices as the config now allows: a pin into a section the stream no longer lists
+    puts the entry in its own section."""
+    known = {*stream.sections, stream.default_section}
+    return replace(
+        choices,
+        pinned={
+            entry_id: section if section in known else None
+            for entry_id, section in choices.pinned.items()
+        },
+    )
+
+
+def _title(
+    stream: StreamSettings,
+    local: datetime,
+    items: list[Candidate],
+    carried: dict[str, int],
+    choices: Choices,
+) -> str:
+    """The editor's words verbatim (never cut), else the headlines they chose, in their order,
+    else the most prominent ones."""
+    if choices.title:
+        return stream.title.format(date=local, headlines=choices.title)
+    by_id = {item.entry_id: item.title for item in items}
+    chosen = [by_id[entry_id] for entry_id in choices.headlines if entry_id in by_id]
+    headlines = chosen or rank_headlines(items, carried)
+    return edition_title(stream.title, local, headlines, stream.title_max)
 
 
 def _candidates(
-    session: Session, name: str, stream: StreamSettings, at: datetime
+    session: Session, name: str, stream: StreamSettings, at: datetime, pinned: list[int]
 ) -> list[Candidate]:
     in_edition = select(EditionItemRow.entry_id).where(EditionItemRow.entry_id == EntryRow.id)
+    recent = (EntryRow.published_at > at - stream.lookback) & (EntryRow.published_at <= at)
     rows = session.execute(
         select(EntryRow, FeedRow)
         .join(FeedRow, EntryRow.feed_id == FeedRow.id)
         .where(
             FeedRow.stream == name,
-            EntryRow.published_at > at - stream.lookback,
-            EntryRow.published_at <= at,
+            or_(recent, EntryRow.id.in_(pinned)) if pinned else recent,
             ~in_edition.exists(),
         )
         .order_by(EntryRow.published_at, EntryRow.id)
@@ -151,6 +291,7 @@ def _candidates(
     return [
         Candidate(
             entry_id=entry.id,
+            feed_url=feed.config_url,
             source=feed.name,
             section=feed.section if feed.section in known else stream.default_section,
             title=entry.title,
@@ -195,21 +336,14 @@ def _published_canonicals(session: Session, name: str, canonicals: list[str]) ->
 
 def _ordered_sections(
     chosen: list[Candidate], stream: StreamSettings
-) -> tuple[EditionSection, ...]:
+) -> tuple[tuple[str, tuple[Candidate, ...]], ...]:
     """Sections in the order the stream lists them (the default one last when unlisted);
     items in the order they were published."""
     order = list(stream.sections)
     if stream.default_section not in order:
         order.append(stream.default_section)
     return tuple(
-        EditionSection(
-            name=section,
-            items=tuple(
-                EditionItem(c.source, c.title, c.link, c.blurb, c.published)
-                for c in chosen
-                if c.section == section
-            ),
-        )
+        (section, tuple(c for c in chosen if c.section == section))
         for section in order
         if any(c.section == section for c in chosen)
     )
@@ -245,7 +379,7 @@ def edition_title(pattern: str, local: datetime, headlines: list[str], title_max
     return pattern.format(date=local, headlines=cut)
 
 
-def _save(session: Session, edition: Edition, chosen: list[Candidate]) -> None:
+def _save(session: Session, edition: Edition, chosen: list[Candidate]) -> int:
     row = EditionRow(
         stream=edition.stream,
         date=edition.date,
@@ -276,6 +410,7 @@ def _save(session: Session, edition: Edition, chosen: list[Candidate]) -> None:
                 )
             )
     session.flush()
+    return row.id
 
 
 def load_editions(
@@ -309,7 +444,7 @@ def load_editions(
     for start in range(0, len(ids), 500):
         for item in session.scalars(
             select(EditionItemRow)
-            .where(EditionItemRow.edition_id.in_(ids[start : start + 500]))
+            .where(EditionItemRow.edition_id.in_(ids[start : start + 500]), ~EditionItemRow.hidden)
             .order_by(EditionItemRow.edition_id, EditionItemRow.position)
         ):
             items[item.edition_id].append(item)
@@ -345,4 +480,5 @@ def _edition_from_rows(row: EditionRow, items: list[EditionItemRow]) -> Edition:
         summary=row.summary,
         closed_at=row.closed_at,
         sections=sections,
+        updated_at=row.updated_at,
     )

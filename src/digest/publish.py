@@ -49,6 +49,7 @@ from digest.render import (
     StreamContent,
     render_site,
 )
+from digest.rules import stream_rules
 from digest.store import EditionRow, EntryRow, FeedRow, Store
 
 log = logging.getLogger("digest.publish")
@@ -102,6 +103,7 @@ def close_stream(store: Store, settings: Settings, name: str, at: datetime) -> E
                 settings.site.zone,
                 at,
                 after=max(kept, default=0),
+                rules=stream_rules(settings, name),
             )
     except IntegrityError:
         # Another node closed this edition (or took these entries) first: the unique keys
@@ -235,7 +237,7 @@ def site_content(
         author=site.author or site.title,
         streams=streams,
         recent=recent,
-        updated=recent[0].published if recent else EPOCH,
+        updated=max((post.updated or post.published for post in recent), default=EPOCH),
     )
 
 
@@ -276,6 +278,7 @@ def _edition_post(edition: Edition, base_url: str, gemini_base_url: str) -> Rece
         url=f"{base_url}{edition.path}.html",
         gemini_url=f"{gemini_base_url or base_url}{edition.path}.gmi",
         published=edition.closed_at,
+        updated=edition.updated_at,
     )
 
 

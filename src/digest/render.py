@@ -15,7 +15,7 @@ one leading space before text that a client would otherwise read as another line
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ class RecentPost:
     url: str  # absolute http(s) URL
     gemini_url: str  # absolute URL for gemtext (gemini:// for our editions, else the web URL)
     published: datetime  # aware UTC
+    updated: datetime | None = None  # aware UTC: last corrected (an amended edition)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class EditionView:
     url: str
     gemini_url: str
     sections: tuple[SectionView, ...]
+    updated: str  # RFC 3339: the closing time, or the last amendment's
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class PostView:
     gemini_url: str | None
     date: str
     timestamp: str
+    updated: str  # RFC 3339: published, or last corrected
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ def _pages(
                 title=edition.title,
                 url=edition.url,
                 published=edition.timestamp,
-                updated=edition.timestamp,
+                updated=edition.updated,
                 summary=edition.summary,
                 content_html=None if edition.path in kept else edition_html(edition, edition.url),
             )
@@ -272,7 +275,7 @@ def _pages(
             subtitle=stream.summary,
             self_url=stream.feed_url,
             alternate_url=stream.url,
-            updated=entries[0].updated if entries else _timestamp(content.updated, tz),
+            updated=_newest(entry.updated for entry in entries) or _timestamp(content.updated, tz),
             entries=entries,
         )
         yield f"{stream.name}/feed.xml", page("feed.xml", feed=feed)
@@ -294,7 +297,7 @@ def _pages(
                 title=post.title,
                 url=post.url,
                 published=post.timestamp,
-                updated=post.timestamp,
+                updated=post.updated,
                 summary=post.summary,
                 content_html=None,
             )
@@ -369,6 +372,7 @@ def _edition_view(edition: Edition, content: SiteContent, tz: ZoneInfo) -> Editi
         url=f"{content.base_url}{edition.path}.html",
         gemini_url=f"{content.gemini_base_url}{edition.path}.gmi",
         sections=tuple(sections),
+        updated=_timestamp(edition.updated_at or edition.closed_at, tz),
     )
 
 
@@ -381,6 +385,7 @@ def _post_view(post: RecentPost, tz: ZoneInfo) -> PostView:
         gemini_url=safe_url(post.gemini_url) or url,
         date=f"{_local(post.published, tz):%Y-%m-%d}",
         timestamp=_timestamp(post.published, tz),
+        updated=_timestamp(post.updated or post.published, tz),
     )
 
 
@@ -389,6 +394,11 @@ def _local(moment: datetime, tz: ZoneInfo) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"naive datetime {moment.isoformat()}: content times must be aware")
     return moment.astimezone(tz)
+
+
+def _newest(timestamps: Iterable[str]) -> str | None:
+    """The latest of RFC 3339 timestamps (compared as times: offsets may differ)."""
+    return max(timestamps, key=datetime.fromisoformat, default=None)
 
 
 def _timestamp(moment: datetime, tz: ZoneInfo) -> str:

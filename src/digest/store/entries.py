@@ -17,6 +17,7 @@ from sqlalchemy import Dialect, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from digest.handles import handle_of
 from digest.parse import ParsedEntry
 from digest.parse.urls import canonical_url
 from digest.store.driver import DriverStatement
@@ -151,9 +152,15 @@ class StoredEntry:
     published: datetime
     summary: str
     key: str  # its identity within the feed
+    entry_id: int  # what its handle names (digest.handles), for the editor's desk
+
+    @property
+    def handle(self) -> str:
+        return handle_of(self.entry_id)
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "handle": self.handle,
             "feed": self.feed,
             "title": self.title,
             "link": self.link,
@@ -191,6 +198,7 @@ def recent_entries(session: Session, *, feed: str | None = None, limit: int) -> 
             EntryRow.published_at,
             EntryRow.summary,
             EntryRow.key,
+            EntryRow.id,
         )
         .join(FeedRow, FeedRow.id == EntryRow.feed_id)
         .where(FeedRow.active)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -154,6 +155,8 @@ class EditionRow(Base):
     title: Mapped[str] = mapped_column(Text)
     summary: Mapped[str] = mapped_column(Text)
     closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When `digest amend` last corrected it (its feed entries' `updated`); None: never.
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         # The exactly-once key: a second runner closing the same edition fails here.
@@ -179,10 +182,39 @@ class EditionItemRow(Base):
     canonical_url: Mapped[str | None] = mapped_column(String(2048))
     blurb: Mapped[str] = mapped_column(Text)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Taken out by `digest amend --hide`: kept, so the entry never enters another edition.
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_edition_items_edition", "edition_id", "position"),
         Index("ix_edition_items_stream_canonical", "stream", "canonical_url"),
+    )
+
+
+class ChoiceRow(Base):
+    """An editor's choice about a stream's next edition (digest.store.choices).
+
+    kind: `hide` (entry_id; lasts until unhidden), `pin` (entry_id, and a section to move it
+    to or None), `headline` (entry_id, position) or `title` (text). Pins, headlines and titles
+    are spent by the edition that used them (`spent_in`); hides keep their entry out of every
+    later edition too.
+    """
+
+    __tablename__ = "choices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"))
+    section: Mapped[str | None] = mapped_column(String(300))
+    position: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)
+    made_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    spent_in: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+
+    __table_args__ = (
+        Index("ix_choices_stream_spent", "stream", "spent_in"),
+        Index("ix_choices_entry", "entry_id"),
     )
 
 
