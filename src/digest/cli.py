@@ -135,6 +135,25 @@ def db_upgrade(app: App) -> None:
     click.echo("database is at the newest schema")
 
 
+@db.command("prune")
+@click.option(
+    "--vacuum", is_flag=True, help="Then give the freed space back to the file system (VACUUM)."
+)
+@pass_app
+def db_prune(app: App, vacuum: bool) -> None:
+    """Delete unpublished entries older than retention.unpublished and gone workers' rows."""
+    from digest.retention import prune
+    from digest.retention import vacuum as vacuum_database
+
+    config = app.config
+    with app.store(config) as store:
+        report = prune(store, config.settings, datetime.now(UTC))
+        click.echo(report.line())
+        if vacuum:
+            vacuum_database(store)
+            click.echo("database vacuumed")
+
+
 @cli.command()
 @click.option("--all", "every", is_flag=True, help="Poll every feed, due or not.")
 @pass_app
@@ -159,17 +178,23 @@ def build_command(app: App, at_text: str | None) -> None:
     config = app.config
     at = _parse_at(at_text, config) if at_text else None
     with app.store(config) as store, _publishing(config):
-        editions = _build(store, config, at)
-        _render(store, config, editions)
+        _build(store, config, at)
+        _render(store, config)
 
 
 @cli.command("render")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Make every file again and compare it with the one in the output folder (after "
+    "editing files there by hand); a changed template or setting needs no --full.",
+)
 @pass_app
-def render_command(app: App) -> None:
-    """Write the whole site into the output folder."""
+def render_command(app: App, full: bool) -> None:
+    """Write what changed in the site into the output folder."""
     config = app.config
     with app.store(config) as store, _publishing(config):
-        _render(store, config, None)
+        _render(store, config, full=full)
 
 
 @cli.command()
@@ -181,8 +206,8 @@ def update(app: App) -> None:
         summary = _poll(store, config, every=False)
         exit_code = EXIT_FEEDS_FAILED if summary.failed else EXIT_OK
         with _publishing(config, exit_code):
-            editions = _build(store, config, None)
-            _render(store, config, editions)
+            _build(store, config, None)
+            _render(store, config)
     raise SystemExit(exit_code)
 
 
@@ -468,12 +493,12 @@ def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
     return editions
 
 
-def _render(store: Store, config: Config, only: list[Edition] | None) -> RenderReport:
+def _render(store: Store, config: Config, *, full: bool = False) -> RenderReport:
     from digest.publish import render
     from digest.render import RenderError
 
     try:
-        report = render(store, config.settings, only)
+        report = render(store, config.settings, full=full)
     except (OSError, RenderError) as error:
         err.print(f"cannot write the site: {error}", markup=False)
         raise SystemExit(EXIT_FEEDS_FAILED) from None

@@ -105,6 +105,9 @@ def make_engine(url: str, timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
+        # Takes effect in a new database only (older ones: `digest db prune --vacuum`): pages
+        # that retention frees go back to the file system (digest.retention).
+        cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
