@@ -34,9 +34,7 @@ def upgrade() -> None:
         sa.Column("title", sa.Text(), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_kept_editions")),
-        sa.UniqueConstraint(
-            "stream", "date", "number", name="uq_kept_editions_stream_date_number"
-        ),
+        sa.UniqueConstraint("stream", "date", "number", name="uq_kept_editions_stream_date_number"),
     )
     with op.batch_alter_table("entries", schema=None) as batch_op:
         batch_op.add_column(
