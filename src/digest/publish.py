@@ -330,10 +330,14 @@ def _edition_post(edition: Edition, base_url: str, gemini_base_url: str) -> Rece
 
 
 def _own_posts(session: Session, limit: int) -> list[RecentPost]:
+    # The own feeds first, then their entries through ix_entries_feed_published: never a walk
+    # back through every feed's entries to find a few own ones (or none).
+    own = list(session.scalars(select(FeedRow.id).where(FeedRow.own, FeedRow.active)))
+    if not own:
+        return []
     rows = session.execute(
         select(EntryRow)
-        .join(FeedRow, EntryRow.feed_id == FeedRow.id)
-        .where(FeedRow.own, FeedRow.active, EntryRow.link.is_not(None))
+        .where(EntryRow.feed_id.in_(own), EntryRow.link.is_not(None))
         .order_by(EntryRow.published_at.desc())
         .limit(limit)
     ).scalars()

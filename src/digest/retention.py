@@ -86,7 +86,10 @@ def vacuum(store: Store) -> None:
     incremental auto-vacuum, so that later prunes give space back themselves); PostgreSQL
     runs VACUUM ANALYZE (its autovacuum does the same in time)."""
     if store.is_sqlite:
-        _sqlite_outside_transaction(store, "PRAGMA auto_vacuum = INCREMENTAL", "VACUUM")
+        # In WAL mode the rewritten pages go to the log first: the checkpoint shrinks the file.
+        _sqlite_outside_transaction(
+            store, "PRAGMA auto_vacuum = INCREMENTAL", "VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"
+        )
         return
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql("VACUUM ANALYZE")
