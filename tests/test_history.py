@@ -33,7 +33,7 @@ def settings(root: Path, **site: object) -> Settings:
             base_url="https://example.org/",
             output_dir=root / "public",
             state_dir=root / "state",
-            **site,  # type: ignore[arg-type]
+            **site,
         ),
         streams={"links": StreamSettings(title="Links {date:%d/%m/%Y}: {headlines}")},
         feeds=tuple(FEEDS),
