@@ -14,6 +14,7 @@ one leading space before text that a client would otherwise read as another line
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -263,7 +264,7 @@ def render_site(
     at a time, so memory stays bounded however long the history.
     `before_write`: called once, before the first file is written.
     """
-    env = make_environment(templates_override)
+    env = _environment(templates_override, _folder_state(templates_override))
     report = RenderReport()
     pending = before_write
     for pages in _pages(env, content, load or (lambda edition: edition)):
@@ -290,6 +291,23 @@ def render_site(
                 report.unchanged.append(path)
             report.records[name] = PageRecord(pages.source, digest)
     return report
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(templates_override: Path | None, _state: object) -> Environment:
+    """One environment per state of the user's folder, so that a daemon's renders reuse the
+    compiled templates: Jinja compiles a changed file again, but a file added to the folder
+    would not replace ours in an environment that had already loaded ours."""
+    return make_environment(templates_override)
+
+
+def _folder_state(folder: Path | None) -> object:
+    if folder is None:
+        return None
+    try:
+        return tuple(sorted(path.name for path in folder.iterdir()))
+    except OSError:
+        return ()
 
 
 @dataclass(frozen=True)
