@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from digest.cli import cli
 from digest.config import FeedSettings, RetentionSettings, Settings, SiteSettings, StreamSettings
@@ -59,6 +60,14 @@ def publish_days(store: Store, config: Settings, days: int, start: datetime = T0
             )
         assert build(store, config, at=at + timedelta(hours=1))
         render(store, config)
+
+
+def store_old(
+    session: Session, feed_id: int, count: int, when: datetime, summary: str = ""
+) -> None:
+    """`count` entries "Old 0", "Old 1"... published and first seen at `when`."""
+    entries = [make_entry(f"Old {n}", published=when, summary=summary) for n in range(count)]
+    store_entries(session, feed_id, entries, when)
 
 
 @pytest.fixture
@@ -162,12 +171,7 @@ def test_prune_deletes_old_unpublished_entries_and_nothing_an_edition_shows(
     old = T0 - timedelta(days=200)
     with store.writing() as session:
         # Old and never in an edition: to go (first seen long ago).
-        store_entries(
-            session,
-            ids[FEEDS[1].url],
-            [make_entry(f"Old {n}", published=old) for n in range(7)],
-            old,
-        )
+        store_old(session, ids[FEEDS[1].url], 7, old)
         # The site's own old posts stay: the recent posts list them.
         store_entries(session, ids[FEEDS[2].url], [make_entry("Own post", published=old)], old)
         store_entries(session, ids[FEEDS[0].url], [make_entry("Published", published=old)], old)
@@ -209,12 +213,7 @@ def test_prune_and_vacuum_give_sqlite_space_back(tmp_path: Path) -> None:
     ids = add_feeds(store, list(FEEDS), T0)
     old = T0 - timedelta(days=200)
     with store.writing() as session:
-        store_entries(
-            session,
-            ids[FEEDS[1].url],
-            [make_entry(f"Old {n}", published=old, summary="x" * 2000) for n in range(2000)],
-            old,
-        )
+        store_old(session, ids[FEEDS[1].url], 2000, old, summary="x" * 2000)
     with store.engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         assert connection.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2  # incremental

@@ -402,15 +402,7 @@ def _site_pages(
         alternate_url=site.url,
         updated=_timestamp(content.updated, tz),
         entries=tuple(
-            EntryView(
-                id=post.url,
-                title=post.title,
-                url=post.url,
-                published=post.timestamp,
-                updated=post.timestamp,
-                summary=post.summary,
-                content_html=None,
-            )
+            _feed_entry(post.url, post.title, post.timestamp, post.summary, None)
             # An entry needs a stable id and a link: a post without a safe URL has neither.
             for post in posts
             if post.url
@@ -572,17 +564,7 @@ def _stream_feed(
                 html = None
         else:
             shown = _edition_view(edition, content, tz)
-        entries.append(
-            EntryView(
-                id=shown.url,
-                title=shown.title,
-                url=shown.url,
-                published=shown.timestamp,
-                updated=shown.timestamp,
-                summary=shown.summary,
-                content_html=html,
-            )
-        )
+        entries.append(_feed_entry(shown.url, shown.title, shown.timestamp, shown.summary, html))
     feed = FeedView(
         id=stream.feed_url,
         title=stream.title,
@@ -593,6 +575,21 @@ def _stream_feed(
         entries=tuple(entries),
     )
     return page("feed.xml", feed=feed)
+
+
+def _feed_entry(
+    url: str, title: str, timestamp: str, summary: str, content_html: str | None
+) -> EntryView:
+    """A publication as an Atom entry: its URL is its id (a stable one: URLs never change)."""
+    return EntryView(
+        id=url,
+        title=title,
+        url=url,
+        published=timestamp,
+        updated=timestamp,
+        summary=summary,
+        content_html=content_html,
+    )
 
 
 def _month_label(month: Month) -> str:
