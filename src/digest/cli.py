@@ -27,7 +27,6 @@ from digest import __version__
 # the parser processes of a poll, which import this module again as their parent's main.
 if TYPE_CHECKING:
     from digest.config import Config
-    from digest.editions import Edition
     from digest.poll import PollSummary
     from digest.render import RenderReport
     from digest.store import Store
@@ -482,7 +481,7 @@ def _poll(store: Store, config: Config, every: bool) -> PollSummary:
     return summary
 
 
-def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
+def _build(store: Store, config: Config, at: datetime | None) -> None:
     from digest.publish import build
 
     editions = build(store, config.settings, at)
@@ -490,7 +489,6 @@ def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
         click.echo(f"closed {edition.path}: {edition.title}")
     if not editions:
         click.echo("no new editions")
-    return editions
 
 
 def _render(store: Store, config: Config, *, full: bool = False) -> RenderReport:
