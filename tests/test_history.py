@@ -252,3 +252,31 @@ def test_db_prune_command(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["--config", str(tmp_path / "bad.yaml"), "db", "prune"])
     assert result.exit_code == 2
     assert "bad.yaml:3: retention.unpublished: expected a duration" in result.output
+
+
+def test_the_daemon_prunes_only_while_it_publishes(sqlite_store: Store, tmp_path: Path) -> None:
+    """One node prunes: the one holding the publisher role (a standby or a poller does not)."""
+    from digest.config import Config
+    from digest.daemon import Daemon
+
+    config = settings(tmp_path)
+    ids = add_feeds(sqlite_store, list(FEEDS), T0)
+    with sqlite_store.writing() as session:
+        store_old(session, ids[FEEDS[1].url], 3, datetime.now(UTC) - timedelta(days=200))
+    path = tmp_path / "feeds.yaml"
+    poller = Daemon(sqlite_store, Config(path, config), role="poll")
+    publisher = Daemon(sqlite_store, Config(path, config), role="all")
+
+    def count() -> int:
+        with sqlite_store.reading() as session:
+            return session.scalar(select(func.count()).select_from(EntryRow)) or 0
+
+    poller._prune()
+    publisher._prune()  # not yet holding the role
+    assert count() == 3
+    assert publisher.publisher is not None and publisher.publisher.try_acquire()
+    try:
+        publisher._prune()
+    finally:
+        publisher.publisher.release()
+    assert count() == 0
