@@ -19,17 +19,19 @@ How each part gets there:
   sets their clock to the simulated time): `poll` through the real poll path from a local
   feed server (aiohttp on 127.0.0.1, in its own process, serving each feed's latest items),
   `build --at 12:00`, `update` at 23:00 (poll, build, render), `render` with nothing new,
-  and a full rebuild (`render` after the output folder is moved away). Time is wall-clock
-  seconds; peak memory is the process's largest resident set, its parser processes included
-  (wait4's rusage).
+  a full rebuild (`render` after the output folder is moved away) and `db prune --vacuum`
+  (what a weekly cron job would run). Time is wall-clock seconds; peak memory is the
+  process's largest resident set, its parser processes included (wait4's rusage).
 
 "Without retention": a shadow database gets the same entries and closings and is never
-pruned (--no-shadow skips it); the database target compares the two at the last day.
+pruned (--no-shadow skips it); the database target compares it with the site's database
+after the VACUUM at the last day.
 
-Targets (issue 15): every command at the last day within 1.5x of day 30 (the full rebuild
-aside, see above); peak memory of any
-command under 300 MB; no page over 200 KB but edition pages; the database at the last day
-under a third of its size without retention. Always exits 0: it is a report.
+Targets (issue 15): every command at the last day within 1.5x of day 30 (the rebuild and the
+VACUUM aside: they go through the whole history by nature, so only their memory is held to
+the target); peak memory of any command under 300 MB; no page over 200 KB but edition pages;
+the database at the last day under a third of its size without retention; the whole run
+under 15 minutes. Always exits 0: it is a report.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ HOURS = (8, 13, 18)  # when each day's entries are published (UTC), up to --per-
 CLOSINGS = (12, 23)
 LISTED_DAYS = 7  # a feed lists the items of its last week
 STREAMS = ("links", "tech")
-COMMANDS = ("poll", "build", "update", "render", "rebuild")
+COMMANDS = ("poll", "build", "update", "render", "rebuild", "vacuum")
+# Commands that go through the whole history by nature: their memory is the target, not time.
+WHOLE_HISTORY = ("rebuild", "vacuum")
 PEAK_MB = 300.0
 PAGE_KB = 200.0
 
@@ -81,7 +85,7 @@ def item_time(day: int, k: int) -> datetime:
 
 
 def _sentence(rng: random.Random, words: int) -> str:
-    text = " ".join(rng.choice(_WORDS) for _ in range(words))
+    text = " ".join(rng.choices(_WORDS, k=words))
     return text[0].upper() + text[1:] + "."
 
 
@@ -238,6 +242,7 @@ class Checkpoint:
     measured: dict[str, Measured] = field(default_factory=dict)
     database_mb: float = 0.0
     shadow_mb: float | None = None
+    vacuumed_mb: float = 0.0
     public_mb: float = 0.0
     largest_page: tuple[str, int] = ("", 0)
     largest_other: tuple[str, int] = ("", 0)
@@ -389,6 +394,12 @@ class Simulation:
         checkpoint.database_mb = database_bytes(self.store) / 2**20
         if self.shadow is not None:
             checkpoint.shadow_mb = database_bytes(self.shadow) / 2**20
+        # What a weekly `digest db prune --vacuum` from cron gives back: the daily prune's
+        # deletions are scattered among kept rows, so only a VACUUM can shrink the file.
+        checkpoint.measured["vacuum"] = run_digest(
+            config, base.replace(hour=23, minute=30), "db", "prune", "--vacuum"
+        )
+        checkpoint.vacuumed_mb = database_bytes(self.store) / 2**20
         survey(public, checkpoint)
         checkpoint.editions, checkpoint.entries = self.counts()
         return checkpoint
@@ -412,13 +423,21 @@ def report(checkpoints: list[Checkpoint], console: Console, elapsed: float, args
     table.add_column("day", justify="right")
     for command in COMMANDS:
         table.add_column(f"{command} s / MB", justify="right")
-    for name in ("db MB", "no-retention MB", "public MB", "largest page KB", "largest other KB"):
+    for name in (
+        "db MB",
+        "after VACUUM MB",
+        "no-retention MB",
+        "public MB",
+        "largest page KB",
+        "largest other KB",
+    ):
         table.add_column(name, justify="right")
     for cp in checkpoints:
         table.add_row(
             str(cp.day),
             *(f"{cp.measured[c].seconds:.2f} / {cp.measured[c].peak_mb:.0f}" for c in COMMANDS),
             f"{cp.database_mb:.1f}",
+            f"{cp.vacuumed_mb:.1f}",
             f"{cp.shadow_mb:.1f}" if cp.shadow_mb is not None else "-",
             f"{cp.public_mb:.1f}",
             f"{cp.largest_page[1] / 1024:.0f}",
@@ -435,11 +454,11 @@ def report(checkpoints: list[Checkpoint], console: Console, elapsed: float, args
     if base is not None and base is not last:
         for command in COMMANDS:
             ratio = last.measured[command].seconds / base.measured[command].seconds
-            if command == "rebuild":  # writes every page: it grows with history by nature
+            if command in WHOLE_HISTORY:
                 lines.append(
                     (
-                        f"rebuild: day {last.day} / day 30 = {ratio:.2f}x (no target: "
-                        "it writes the whole history; its memory is what must stay flat)",
+                        f"{command}: day {last.day} / day 30 = {ratio:.2f}x (no target: it goes "
+                        "through the whole history; its memory is what must stay flat)",
                         True,
                     )
                 )
@@ -459,10 +478,11 @@ def report(checkpoints: list[Checkpoint], console: Console, elapsed: float, args
         (f"largest page but editions: {other:.0f} KB (target <= {PAGE_KB:.0f})", other <= PAGE_KB)
     )
     if last.shadow_mb:
-        share = last.database_mb / last.shadow_mb
+        share = last.vacuumed_mb / last.shadow_mb
         lines.append(
             (
-                f"database at day {last.day}: {last.database_mb:.1f} MB = {share:.2f} of "
+                f"database at day {last.day} (after VACUUM): {last.vacuumed_mb:.1f} MB = "
+                f"{share:.2f} of "
                 f"{last.shadow_mb:.1f} MB without retention (target < 0.33)",
                 share < 1 / 3,
             )
@@ -484,7 +504,7 @@ def main() -> None:
     wanted = sorted(
         {int(d) for d in args.checkpoints.split(",") if int(d) <= args.days} | {args.days}
     )
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=240)  # the whole table, also in a log file
     root = args.keep or Path(tempfile.mkdtemp(prefix="digest-history-"))
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -105,9 +105,11 @@ def make_engine(url: str, timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
-        # Takes effect in a new database only (older ones: `digest db prune --vacuum`): pages
-        # that retention frees go back to the file system (digest.retention).
-        cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        # A new database gives the pages retention frees back to the file system (older
+        # ones switch with `digest db prune --vacuum`). Set on a new one only: on an existing
+        # database the pragma writes, which a read-only or full one refuses.
+        if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
