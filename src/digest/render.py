@@ -447,7 +447,7 @@ def _stream_pages(
             yield _Pages(
                 (edition.path + ".html", edition.path + ".gmi"),
                 _fingerprint(base, marks[edition.path]),
-                lambda edition=edition: edition_pages(edition),  # type: ignore[misc]
+                functools.partial(edition_pages, edition),
             )
 
     all_months = months(listed)
@@ -458,7 +458,7 @@ def _stream_pages(
     def index_pages() -> tuple[bytes, ...]:
         shown = replace(
             view,
-            editions=tuple(_edition_view(e, content, tz) for e in latest),
+            editions=_edition_views(latest, content, tz),
             archive=year_links,
         )
         return (
@@ -500,7 +500,7 @@ def _stream_pages(
             archive,
             [marks[e.path] for e in month.editions],
             base,
-            lambda month=month: tuple(_edition_view(e, content, tz) for e in month.editions),  # type: ignore[misc]
+            functools.partial(_edition_views, month.editions, content, tz),
         )
     for index, year in enumerate(all_years):
         older_year, newer_year = neighbours(all_years, index)
@@ -515,6 +515,12 @@ def _stream_pages(
             parts=tuple(_month_link(view, month) for month in year.months),
         )
         yield _archive_pages(page, view, archive, [], base, tuple)
+
+
+def _edition_views(
+    editions: Sequence[Edition], content: SiteContent, tz: ZoneInfo
+) -> tuple[EditionView, ...]:
+    return tuple(_edition_view(edition, content, tz) for edition in editions)
 
 
 def _archive_pages(
