@@ -280,3 +280,58 @@ def test_the_daemon_prunes_only_while_it_publishes(sqlite_store: Store, tmp_path
     finally:
         publisher.publisher.release()
     assert count() == 0
+
+
+def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -> None:
+    """A database from before retention, with editions: it upgrades (SQLite's batch copies of
+    `entries` drop a table that edition_items refers to), entries already in editions are
+    marked, and the first prune keeps them."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from digest.store.db import alembic_config
+
+    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    config = alembic_config()
+    with store.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+        connection.commit()
+    old = "2024-01-01 00:00:00.000000"
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO feeds (id, config_url, url, name, own, weight, interval_seconds,"
+                " active, failures) VALUES (1, 'u', 'u', 'A', 0, 0, 3600, 1, 0)"
+            )
+        )
+        for entry in (1, 2):
+            connection.execute(
+                text(
+                    "INSERT INTO entries (id, feed_id, key, title, summary, published_at,"
+                    " first_seen_at, updated_at, content_hash) VALUES (:id, 1, :id, 't', '',"
+                    " :old, :old, :old, 'h')"
+                ),
+                {"id": entry, "old": old},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO editions (id, stream, date, number, title, summary, closed_at)"
+                " VALUES (1, 'links', '2024-01-01', 1, 'T', 's', :old)"
+            ),
+            {"old": old},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO edition_items (id, edition_id, position, entry_id, stream, section,"
+                " source, title, blurb, published_at) VALUES (1, 1, 1, 1, 'links', 'S', 'A',"
+                " 't', '', :old)"
+            ),
+            {"old": old},
+        )
+    store.upgrade()
+    with store.reading() as session:
+        marked = dict(session.execute(select(EntryRow.id, EntryRow.in_edition)).all())
+    assert marked == {1: True, 2: False}
+    assert prune(store, settings(tmp_path), T0).entries == 1
+    store.close()

@@ -36,25 +36,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_kept_editions")),
         sa.UniqueConstraint("stream", "date", "number", name="uq_kept_editions_stream_date_number"),
     )
-    with op.batch_alter_table("entries", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("in_edition", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch_op.create_index(
-            "ix_entries_feed_published", ["feed_id", "published_at"], unique=False
-        )
-        batch_op.create_index(
-            "ix_entries_unpublished", ["in_edition", "first_seen_at"], unique=False
-        )
+    # Not in batch mode: SQLite adds a column with a constant default and creates indexes in
+    # place, where a batch copy would drop `entries`, which edition_items' foreign key refuses
+    # once editions exist.
+    op.add_column(
+        "entries",
+        sa.Column("in_edition", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+    op.create_index("ix_entries_feed_published", "entries", ["feed_id", "published_at"])
+    op.create_index("ix_entries_unpublished", "entries", ["in_edition", "first_seen_at"])
     op.execute(
         "UPDATE entries SET in_edition = true WHERE id IN (SELECT entry_id FROM edition_items)"
     )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_entries_unpublished", table_name="entries")
+    op.drop_index("ix_entries_feed_published", table_name="entries")
     with op.batch_alter_table("entries", schema=None) as batch_op:
-        batch_op.drop_index("ix_entries_unpublished")
-        batch_op.drop_index("ix_entries_feed_published")
         batch_op.drop_column("in_edition")
     op.drop_table("kept_editions")
     op.drop_table("pages")
