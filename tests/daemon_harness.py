@@ -33,6 +33,7 @@ from xml.sax.saxutils import escape
 import pytest
 from aiohttp import web
 
+from digest.files import is_temporary_file
 from tests.validators import check_gemtext, validate_atom
 
 DIGEST = str(Path(sys.executable).parent / "digest")
@@ -323,7 +324,8 @@ def rss_feed(server: FeedServer, name: str, **extra: Any) -> dict[str, Any]:
 def check_site_files(site: Site) -> None:
     """Every page whole and well-formed, every edition written, no temporary file left."""
     public = site.public
-    assert not [p for p in public.rglob(".*")], "temporary files left under public/"
+    leftovers = [p for p in public.rglob(".*") if is_temporary_file(p.name)]
+    assert not leftovers, "temporary files left under public/"
     for path in public.rglob("*"):
         if path.suffix == ".xml":
             validate_atom(path)

@@ -161,12 +161,15 @@ def test_hiding_unpins_and_pinning_unhides(store: Store) -> None:
 @pytest.fixture
 def desk(tmp_path: Path) -> DeskSite:
     site = DeskSite(tmp_path)
+    # Older than the other feed's stories, so that the order of items does not depend on
+    # which feed the poll happened to store first.
+    earlier = NOW - timedelta(hours=2)
     site.feed(
         "sci",
         [
-            Story("Coral grows back", "https://sci.example/1", "Reefs recover."),
-            Story("Slop about AI", "https://sci.example/2"),
-            Story("Bees count to four", "https://sci.example/3"),
+            Story("Coral grows back", "https://sci.example/1", "Reefs recover.", earlier),
+            Story("Slop about AI", "https://sci.example/2", published=earlier),
+            Story("Bees count to four", "https://sci.example/3", published=earlier),
         ],
     )
     site.feed(

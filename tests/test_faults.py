@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from digest.publish import MARKER
 from tests.daemon_harness import FeedServer, Site, check_site_files, wait_for
 from tests.fault_harness import digest_in_child, file_feeds
 
@@ -97,7 +98,9 @@ def test_the_next_run_finishes_what_a_killed_render_left(site: Site) -> None:
     file_feeds(site, feeds, "alpha")
     assert site.digest("update").returncode == 0
     # What kill -9 in the middle of a render leaves: a temporary file beside the page it was
-    # writing, and the pages it had not reached yet.
+    # writing, the pages it had not reached yet, and no marker of a finished render (it is
+    # removed before the first write: digest.publish.render).
+    (site.public / MARKER).unlink()
     folder = edition_page(site, 1).parent
     stale = folder / ".1.gmi.k3j2_h1g.tmp"
     stale.write_text("# Links half wri")

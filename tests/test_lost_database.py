@@ -117,11 +117,12 @@ def test_a_lost_database_keeps_the_published_editions(
 
     # The indexes and feeds still reach the kept editions, newest first, with their titles.
     stream_html = (site.public / "links/index.html").read_text()
-    links = re.findall(r'href="\.\./(links/[^"]+)\.html"', stream_html)
+    links = re.findall(r'href="\.\./(links/\d{4}/\d\d/\d\d/\d+)\.html"', stream_html)
     assert links == [f"{day}/3", f"{day}/2", f"{day}/1"]
     assert "Third Story" in stream_html and "First Story" in stream_html
     stream_gmi = (site.public / "links/index.gmi").read_text()
-    assert re.findall(r"^=> gemini://example.org/(\S+)\.gmi", stream_gmi, re.MULTILINE) == [
+    edition_lines = r"^=> gemini://example.org/(\S+/\d+)\.gmi"
+    assert re.findall(edition_lines, stream_gmi, re.MULTILINE) == [
         f"{day}/3",
         f"{day}/2",
         f"{day}/1",

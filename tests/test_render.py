@@ -61,6 +61,17 @@ EXPECTED_FILES = [
     "gemini-links/feed.xml",
     "gemini-links/2025/03/28/1.html",
     "gemini-links/2025/03/28/1.gmi",
+    # archives: a page per year and per month that has editions
+    "links/2025/index.html",
+    "links/2025/index.gmi",
+    "links/2025/03/index.html",
+    "links/2025/03/index.gmi",
+    "links/2025/06/index.html",
+    "links/2025/06/index.gmi",
+    "gemini-links/2025/index.html",
+    "gemini-links/2025/index.gmi",
+    "gemini-links/2025/03/index.html",
+    "gemini-links/2025/03/index.gmi",
 ]
 
 
@@ -343,9 +354,10 @@ def test_gemtext_indexes_are_gemsub_feeds(public: Path) -> None:
                 GEMINI + "links/2025/03/28/1.gmi",
                 "2025-03-28 Links 28/03/2025: Science <b>Wins</b>, Security Loses",
             ),
+            (GEMINI + "links/2025/index.gmi", "2025 (3 editions)"),
             (GEMINI, "Example <Links>"),
         ],
-        expected_headings=["# Links"],
+        expected_headings=["# Links", "## Archive"],
         expected_quotes=[],
         expected_list=[],
     )
@@ -448,7 +460,8 @@ def test_stream_feed_is_capped_but_the_index_lists_everything(tmp_path: Path) ->
     assert [e.title for e in parsed.entries] == [
         f"Links {d}" for d in range(30, 30 - FEED_EDITIONS, -1)
     ]
-    assert (tmp_path / "links/index.gmi").read_text().count("=> gemini://") == 30 + 1
+    listed = re.findall(r"^=> (\S+/\d+\.gmi) ", (tmp_path / "links/index.gmi").read_text(), re.M)
+    assert len(listed) == 30  # under site.index_editions: every one
 
 
 def test_empty_site_renders_valid_pages(tmp_path: Path) -> None:
@@ -491,9 +504,13 @@ def test_output_is_deterministic_and_not_private(tmp_path: Path) -> None:
         assert (first / name).stat().st_mode & 0o777 == 0o644
 
 
-def test_only_writes_those_editions_plus_indexes_and_feeds(
+def test_a_render_from_the_records_makes_only_what_changed(
     public: Path, content: SiteContent
 ) -> None:
+    """Given what it published, a render makes only the files whose inputs changed (a new
+    edition's pages, the indexes, feed and archive pages that list it) and reads no file:
+    a page deleted by hand stays deleted, as nothing it is made of changed."""
+    first = render_site(content, public)
     old_page = public / "links/2025/03/28/2.html"
     old_page.unlink()
     new = Edition(
@@ -510,34 +527,50 @@ def test_only_writes_those_editions_plus_indexes_and_feeds(
         ),
     )
     links, gemini = content.streams
-    newer = SiteContent(
-        **{
-            **content.__dict__,
-            "streams": [
-                StreamContent("links", "Links", "Links for the day", [new, *links.editions]),
-                gemini,
-            ],
-        }
+    newer = replace(
+        content,
+        streams=[
+            StreamContent("links", "Links", "Links for the day", [new, *links.editions]),
+            gemini,
+        ],
     )
 
-    report = render_site(newer, public, only=[new])
+    report = render_site(newer, public, published=first.records)
 
-    assert not old_page.exists()  # not in `only`: not rewritten
+    assert not old_page.exists()
     assert sorted(p.relative_to(public).as_posix() for p in report.written) == [
         "links/2025/06/02/2.gmi",
         "links/2025/06/02/2.html",
+        "links/2025/06/index.gmi",
+        "links/2025/06/index.html",
+        "links/2025/index.gmi",
+        "links/2025/index.html",
         "links/feed.xml",
         "links/index.gmi",
         "links/index.html",
     ]
+    assert report.unchanged == []  # nothing else was even made
     assert "Links 02/06/2025: Later" in (public / "links/index.html").read_text()
     validate_atom(public / "links/feed.xml")
+    again = render_site(newer, public, published={**first.records, **report.records})
+    assert again.written == again.unchanged == []
 
 
-def test_only_with_an_unknown_edition_is_refused(tmp_path: Path, content: SiteContent) -> None:
-    stray = Edition("links", date(2020, 1, 1), 1, "x", "y", utc(2020, 1, 1), ())
-    with pytest.raises(ValueError, match="links/2020/01/01/1"):
-        render_site(content, tmp_path, only=[stray])
+def test_a_changed_template_makes_every_page_but_writes_only_changed_bytes(
+    tmp_path: Path, content: SiteContent
+) -> None:
+    public = tmp_path / "public"
+    first = render_site(content, public)
+    override = tmp_path / "mine"
+    override.mkdir()
+    (override / "archive.gmi").write_text("# {{ archive.title }}\n")
+
+    report = render_site(content, public, published=first.records, templates_override=override)
+
+    written = sorted(p.relative_to(public).as_posix() for p in report.written)
+    archives = [f for f in EXPECTED_FILES if f.endswith("/index.gmi") and f.count("/") > 1]
+    assert written == sorted(archives)
+    assert len(report.unchanged) == len(EXPECTED_FILES) - len(written)
 
 
 def test_override_folder_replaces_one_template(tmp_path: Path, content: SiteContent) -> None:

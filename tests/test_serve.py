@@ -300,7 +300,7 @@ def test_resolve_path_maps_urls_to_files_inside_only(tmp_path: Path) -> None:
         "/.hidden",
         "/.feed.xml.abc.tmp",
         "/empty/",
-        "/links/2025/",
+        "/links/2025/03/28/",  # a folder without an index page
         "/index.gmi/",
         "//index.gmi",
         "/nope.gmi",
@@ -422,7 +422,7 @@ def test_other_methods_are_refused(site: tuple[Path, Served]) -> None:
         "/.hidden",
         "/.feed.xml.abc.tmp",
         "/empty/",
-        "/links/2025/",
+        "/links/2025/03/28/",  # a folder without an index page
         "/index.html/",
         "/index.html%00.txt",
     ],
@@ -569,7 +569,7 @@ def test_raw_gemini_status_lines(site: tuple[Path, Served]) -> None:
         "/escaped-dir/index.gmi",
         "/.hidden",
         "/empty/",
-        "/links/2025/",
+        "/links/2025/03/28/",  # a folder without an index page
     ],
 )
 def test_raw_gemini_missing_and_outside_paths_get_51(site: tuple[Path, Served], path: str) -> None:

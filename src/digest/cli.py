@@ -28,7 +28,6 @@ from digest import __version__
 if TYPE_CHECKING:
     from digest.config import Config, Settings
     from digest.desk import Target
-    from digest.editions import Edition
     from digest.poll import PollSummary
     from digest.render import RenderReport
     from digest.store import Store
@@ -136,6 +135,25 @@ def db_upgrade(app: App) -> None:
     click.echo("database is at the newest schema")
 
 
+@db.command("prune")
+@click.option(
+    "--vacuum", is_flag=True, help="Then give the freed space back to the file system (VACUUM)."
+)
+@pass_app
+def db_prune(app: App, vacuum: bool) -> None:
+    """Delete unpublished entries older than retention.unpublished and gone workers' rows."""
+    from digest.retention import prune
+    from digest.retention import vacuum as vacuum_database
+
+    config = app.config
+    with app.store(config) as store:
+        report = prune(store, config.settings, datetime.now(UTC))
+        click.echo(report.line())
+        if vacuum:
+            vacuum_database(store)
+            click.echo("database vacuumed")
+
+
 @cli.command()
 @click.option("--all", "every", is_flag=True, help="Poll every feed, due or not.")
 @pass_app
@@ -160,17 +178,23 @@ def build_command(app: App, at_text: str | None) -> None:
     config = app.config
     at = _parse_at(at_text, config) if at_text else None
     with app.store(config) as store, _publishing(config):
-        editions = _build(store, config, at)
-        _render(store, config, editions)
+        _build(store, config, at)
+        _render(store, config)
 
 
 @cli.command("render")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Make every file again and compare it with the one in the output folder (after "
+    "editing files there by hand); a changed template or setting needs no --full.",
+)
 @pass_app
-def render_command(app: App) -> None:
-    """Write the whole site into the output folder."""
+def render_command(app: App, full: bool) -> None:
+    """Write what changed in the site into the output folder."""
     config = app.config
     with app.store(config) as store, _publishing(config):
-        _render(store, config, None)
+        _render(store, config, full=full)
 
 
 @cli.command()
@@ -182,8 +206,8 @@ def update(app: App) -> None:
         summary = _poll(store, config, every=False)
         exit_code = EXIT_FEEDS_FAILED if summary.failed else EXIT_OK
         with _publishing(config, exit_code):
-            editions = _build(store, config, None)
-            _render(store, config, editions)
+            _build(store, config, None)
+            _render(store, config)
     raise SystemExit(exit_code)
 
 
@@ -401,7 +425,7 @@ def amend(app: App, edition: str, hide_handles: tuple[str, ...], words: str | No
             amended = amend_edition(
                 store, config.settings, edition, hide_handles, words, datetime.now(UTC)
             )
-            _render(store, config, [amended.edition])
+            _render(store, config)
     for hidden in amended.hidden:
         click.echo(f"taken out: {hidden}")
     for warning in amended.warnings:
@@ -645,7 +669,7 @@ def _poll(store: Store, config: Config, every: bool) -> PollSummary:
     return summary
 
 
-def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
+def _build(store: Store, config: Config, at: datetime | None) -> None:
     from digest.publish import build
 
     editions = build(store, config.settings, at)
@@ -653,15 +677,14 @@ def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
         click.echo(f"closed {edition.path}: {edition.title}")
     if not editions:
         click.echo("no new editions")
-    return editions
 
 
-def _render(store: Store, config: Config, only: list[Edition] | None) -> RenderReport:
+def _render(store: Store, config: Config, *, full: bool = False) -> RenderReport:
     from digest.publish import render
     from digest.render import RenderError
 
     try:
-        report = render(store, config.settings, only)
+        report = render(store, config.settings, full=full)
     except (OSError, RenderError) as error:
         err.print(f"cannot write the site: {error}", markup=False)
         raise SystemExit(EXIT_FEEDS_FAILED) from None

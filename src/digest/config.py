@@ -99,6 +99,13 @@ class SiteSettings(_Strict):
     busy_timeout: float = Field(default=DEFAULT_BUSY_TIMEOUT, gt=0)
     # Seconds a run waits for another's closing and rendering (the publish lock), then skips.
     lock_wait: float = Field(default=60.0, ge=0)
+    # Editions a stream's index lists (about a month at two a day); older ones are reached
+    # through the month and year archive pages, so no index grows with the site's age.
+    index_editions: int = Field(default=60, ge=1, le=10_000)
+    # Editions a stream's feed.xml lists; the newest go in full while the feed stays under
+    # feed_content_kb, the rest with title and summary only, so a reader's fetch stays small.
+    feed_editions: int = Field(default=20, ge=1, le=1000)
+    feed_content_kb: int = Field(default=150, ge=1)
 
     @field_validator("base_url", "gemini_base_url")
     @classmethod
@@ -225,6 +232,12 @@ class FetchSettings(_Strict):
     allowed_networks: tuple[Network, ...] = ()
 
 
+class RetentionSettings(_Strict):
+    # Entries that never went into an edition are deleted once this old (None: kept forever);
+    # what an edition shows is kept as long as the edition.
+    unpublished: Duration | None = timedelta(days=90)
+
+
 class Settings(_Strict):
     site: SiteSettings
     streams: dict[str, StreamSettings]
@@ -233,6 +246,7 @@ class Settings(_Strict):
     # Domains (and their subdomains) whose links never enter an edition, whichever feed
     # carries them.
     block_domains: tuple[Domain, ...] = ()
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("streams")
     @classmethod

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,6 +37,7 @@ from digest.locks import LockBusy
 from digest.poll import PULLED_BACK, Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
+from digest.retention import prune
 from digest.store import EditionRow, Store, heartbeat, sync_feeds
 from digest.store.db import database_problem
 
@@ -44,6 +45,7 @@ log = logging.getLogger("digest.daemon")
 
 CONFIG_CHECK_SECONDS = 2.0
 STOP_GRACE_SECONDS = 3.0  # for the poll in flight, before it is cancelled
+PRUNE_AFTER_START = timedelta(minutes=10)
 JOB_DEFAULTS = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
 
 ROLES = ("all", "poll", "publish")
@@ -96,6 +98,13 @@ class Daemon:
                 IntervalTrigger(seconds=self.config.timings.leader_check.total_seconds()),
                 id="lead",
                 next_run_time=datetime.now(UTC),
+            )
+            # Once a day, the first a little after start: a daemon restarted daily prunes too.
+            self.scheduler.add_job(
+                self._job(self._prune),
+                IntervalTrigger(days=1),
+                id="prune",
+                next_run_time=datetime.now(UTC) + PRUNE_AFTER_START,
             )
         self.scheduler.start()
         log.info(
@@ -309,7 +318,14 @@ class Daemon:
                 log.info("stream %s: nothing new to close", name)
             else:
                 log.info("closed %s: %s", edition.path, edition.title)
-            self._render([edition] if edition else [])
+            self._render()
+
+    def _prune(self) -> None:
+        """Retention, on the publishing node only (one node prunes), in small batches."""
+        if not self._publishes() or self.stopping.is_set():
+            return
+        report = prune(self.store, self.config.settings, datetime.now(UTC))
+        log.info(report.line())
 
     def _publishes(self) -> bool:
         return self.publisher is not None and self.publisher.held
@@ -318,10 +334,10 @@ class Daemon:
         if not self._publishes():
             return
         with publishing(self.config.settings, cancel=self.stopping):
-            self._render([])
+            self._render()
 
-    def _render(self, editions: list[Any]) -> None:
-        report = render(self.store, self.config.settings, editions)
+    def _render(self) -> None:
+        report = render(self.store, self.config.settings)
         if report.written:
             log.info(
                 "rendered %d files (%d unchanged) into %s",

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.draft_file import Edits, EmptyDraftFile, parse_draft_file, render_draft_file
-from digest.editions import Edition, Plan, edition_path, load_editions, plan_edition
+from digest.editions import Edition, Plan, edition_from_row, edition_path, plan_edition
 from digest.handles import entry_id_of, handle_of
 from digest.rules import blocked_domain, stream_rules
 from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow, Store
@@ -450,7 +450,7 @@ def edition_items(store: Store, path: str) -> tuple[Edition, list[tuple[str, str
             .order_by(EditionItemRow.position)
         ).scalars()
         shown = [(handle_of(i.entry_id), i.section, f"{i.source} ☛ {i.title}") for i in items]
-        edition = _load(session, row)
+        edition = edition_from_row(session, row)
     return edition, shown
 
 
@@ -512,15 +512,8 @@ def amend(
             )
         row.updated_at = now
         session.flush()
-        edition = _load(session, row)
+        edition = edition_from_row(session, row)
     return Amended(edition, [item.title for item in hidden], warnings)
-
-
-def _load(session: Session, row: EditionRow) -> Edition:
-    path = _path(row)
-    editions = load_editions(session, row.stream, bare_after=0, full_paths=[path])
-    (edition,) = [edition for edition in editions if edition.path == path]
-    return edition
 
 
 def _path(row: EditionRow) -> str:

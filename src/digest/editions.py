@@ -6,13 +6,13 @@ time, so later changes to an entry never change a published edition.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from itertools import groupby
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from digest.config import StreamSettings
@@ -49,6 +49,10 @@ class Edition:
     closed_at: datetime  # aware UTC
     sections: tuple[EditionSection, ...]
     updated_at: datetime | None = None  # aware UTC: when `digest amend` last corrected it
+    # A fingerprint of its stored row, every column: an edition changed after closing (an
+    # amendment) gets another, so its pages are made again (digest.render). Not part of what
+    # the edition is: one just closed and the same loaded back are equal.
+    revision: str = field(default="", compare=False)
 
     @property
     def path(self) -> str:
@@ -410,36 +414,50 @@ def _save(session: Session, edition: Edition, chosen: list[Candidate]) -> int:
                 )
             )
     session.flush()
+    ids = [candidate.entry_id for candidate in chosen]
+    for start in range(0, len(ids), 500):
+        session.execute(
+            update(EntryRow)
+            .where(EntryRow.id.in_(ids[start : start + 500]))
+            .values(in_edition=True)
+        )
     return row.id
 
 
 def load_editions(
-    session: Session,
-    stream: str | None = None,
-    *,
-    bare_after: int | None = None,
-    full_paths: Collection[str] = (),
+    session: Session, stream: str | None = None, *, bare: bool = False
 ) -> list[Edition]:
-    """Closed editions, newest first, exactly as they were closed.
-
-    With `bare_after`, only each stream's newest `bare_after` editions (and those in
-    `full_paths`) come with their sections; older ones come bare, as index pages need them:
-    a site that has published for years does not reload every item to add one edition.
-    """
+    """Closed editions, newest first, exactly as they were closed; `bare`: without their
+    sections (what indexes and archives need: a site that has published for years does not
+    reload every item to add one edition; `with_sections` loads one when its page is made)."""
     query = select(EditionRow).order_by(EditionRow.closed_at.desc(), EditionRow.id.desc())
     if stream is not None:
         query = query.where(EditionRow.stream == stream)
     rows = list(session.scalars(query))
-    rank: dict[str, int] = {}
-    ids = []
-    for row in rows:
-        rank[row.stream] = rank.get(row.stream, 0) + 1
-        if (
-            bare_after is None
-            or rank[row.stream] <= bare_after
-            or edition_path(row.stream, row.date, row.number) in full_paths
-        ):
-            ids.append(row.id)
+    items: dict[int, list[EditionItemRow]] = {}
+    if not bare:
+        items = _items(session, [row.id for row in rows])
+    return [_edition_from_rows(row, items.get(row.id, [])) for row in rows]
+
+
+def with_sections(session: Session, edition: Edition) -> Edition:
+    """The edition with its sections, as it was closed, given a bare one."""
+    row = session.scalars(
+        select(EditionRow).where(
+            EditionRow.stream == edition.stream,
+            EditionRow.date == edition.date,
+            EditionRow.number == edition.number,
+        )
+    ).one()
+    return edition_from_row(session, row)
+
+
+def edition_from_row(session: Session, row: EditionRow) -> Edition:
+    """The edition a stored row holds, with its sections."""
+    return _edition_from_rows(row, _items(session, [row.id]).get(row.id, []))
+
+
+def _items(session: Session, ids: list[int]) -> dict[int, list[EditionItemRow]]:
     items: dict[int, list[EditionItemRow]] = {row_id: [] for row_id in ids}
     for start in range(0, len(ids), 500):
         for item in session.scalars(
@@ -448,7 +466,7 @@ def load_editions(
             .order_by(EditionItemRow.edition_id, EditionItemRow.position)
         ):
             items[item.edition_id].append(item)
-    return [_edition_from_rows(row, items.get(row.id, [])) for row in rows]
+    return items
 
 
 def edition_paths(session: Session) -> list[str]:
@@ -481,4 +499,11 @@ def _edition_from_rows(row: EditionRow, items: list[EditionItemRow]) -> Edition:
         closed_at=row.closed_at,
         sections=sections,
         updated_at=row.updated_at,
+        revision=_revision(row),
     )
+
+
+def _revision(row: EditionRow) -> str:
+    """Every column of the row, whatever columns later migrations add (an amendment's)."""
+    values = tuple(getattr(row, column.key) for column in inspect(EditionRow).column_attrs)
+    return hashlib.sha256(repr(values).encode("utf-8")).hexdigest()

@@ -20,8 +20,9 @@ from __future__ import annotations
 import html
 import logging
 import re
+import secrets
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -36,13 +37,13 @@ from digest.editions import (
     Edition,
     close_edition,
     edition_path,
-    edition_paths,
     load_editions,
+    with_sections,
 )
-from digest.files import remove_temporary_files
+from digest.files import remove_temporary_files, write_atomically
 from digest.locks import publish_lock
 from digest.render import (
-    FEED_EDITIONS,
+    PageRecord,
     RecentPost,
     RenderReport,
     SiteContent,
@@ -51,6 +52,14 @@ from digest.render import (
 )
 from digest.rules import stream_rules
 from digest.store import EditionRow, EntryRow, FeedRow, Store
+from digest.store.pages import (
+    KeptEdition,
+    forget_pages,
+    published_pages,
+    record_pages,
+    replace_kept_editions,
+)
+from digest.store.pages import kept_editions as stored_kept_editions
 
 log = logging.getLogger("digest.publish")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
@@ -62,6 +71,8 @@ _H1 = re.compile(r"<h1[^>]*>(.*?)</h1>", re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
 _TIME = re.compile(r"<time\b[^>]*\bdatetime=\"([^\"]+)\"")
 _HEAD_BYTES = 64 * 1024
+# In the output folder, the token of the render that last finished there (see `render`).
+MARKER = ".digest-published"
 
 
 def publishing(
@@ -130,7 +141,7 @@ def published_numbers(output: Path, stream: str, day: date) -> set[int]:
     return {int(match[1]) for name in names if (match := _EDITION_PAGE.match(name))}
 
 
-def kept_editions(
+def scan_kept_editions(
     output: Path, stream: str, summary: str, recorded: Collection[str], zone: ZoneInfo
 ) -> list[Edition]:
     """The stream's edition pages in the output folder that the database has no record of,
@@ -196,34 +207,27 @@ def _head(path: Path) -> str:
         return ""
 
 
-def site_content(
-    session: Session, settings: Settings, in_full: Collection[str] | None = None
-) -> SiteContent:
-    """The site as the renderer sees it: every edition in full, or (with `in_full`) only
-    those, plus the newest that the feeds carry, in full, and the rest bare for the indexes;
-    and each stream's kept pages (published, not in the database), listed but never written."""
+def site_content(session: Session, settings: Settings) -> SiteContent:
+    """The site as the renderer sees it: every edition bare (render loads one with its
+    sections when it makes its pages), each stream's kept pages (published, not in the
+    database: listed, never written) and the recent posts."""
     site = settings.site
-    editions = (
-        load_editions(session)
-        if in_full is None
-        else load_editions(session, bare_after=FEED_EDITIONS, full_paths=in_full)
-    )
-    recorded = {edition.path for edition in editions}
+    editions = load_editions(session, bare=True)
+    kept = [_listed_kept(k, settings) for k in stored_kept_editions(session)]
     streams = [
         StreamContent(
             name=name,
             title=stream.display_label(name),
             summary=stream.summary,
             editions=[edition for edition in editions if edition.stream == name],
-            kept=kept_editions(Path(site.output_dir), name, stream.summary, recorded, site.zone),
+            kept=[edition for edition in kept if edition.stream == name],
         )
         for name, stream in settings.streams.items()
     ]
-    kept = [edition for s in streams for edition in s.kept]
     recent = sorted(
         [
             _edition_post(edition, site.base_url, site.gemini_base_url)
-            for edition in [*editions, *kept]
+            for edition in [*editions[: site.recent_count], *kept[: site.recent_count]]
         ]
         + _own_posts(session, site.recent_count),
         key=lambda post: post.published,
@@ -238,37 +242,83 @@ def site_content(
         streams=streams,
         recent=recent,
         updated=max((post.updated or post.published for post in recent), default=EPOCH),
+        index_editions=site.index_editions,
+        feed_editions=site.feed_editions,
+        feed_content_bytes=site.feed_content_kb * 1024,
     )
 
 
-def render(store: Store, settings: Settings, only: Sequence[Edition] | None = None) -> RenderReport:
-    """Write the site: every page, or the indexes plus `only` and any edition without pages.
+def _listed_kept(kept: KeptEdition, settings: Settings) -> Edition:
+    stream = settings.streams.get(kept.stream)
+    return Edition(
+        stream=kept.stream,
+        date=kept.date,
+        number=kept.number,
+        title=kept.title,
+        summary=stream.summary if stream else "",
+        closed_at=kept.closed_at,
+        sections=(),
+    )
 
-    Finishes what a run killed mid-render left: editions closed but never written get
-    written, and its temporary files are removed.
+
+def render(store: Store, settings: Settings, *, full: bool = False) -> RenderReport:
+    """Write what changed since the last render: the pages of new (or amended) editions and
+    the indexes, feeds and archive pages that list them. With nothing new, it reads a few
+    rows and one small file and writes nothing.
+
+    The database records each file published (what it was made of, its bytes' hash) and a
+    token that the output folder holds too (MARKER). When the two differ, the folder is not
+    the one the records describe: it was deleted or restored, the database was lost or
+    replaced, or a render was killed half-way (the marker is removed before the first write
+    and put back after the records are committed). Then, or when `full` asks for it, the
+    records are set aside, the folder is searched once for kept pages and temporary files,
+    and every file is made and compared with the one on disk. Editions are loaded one at a
+    time, so memory stays bounded.
     """
     output = Path(settings.site.output_dir)
-    remove_temporary_files(output)
+    marker = output / MARKER
     with store.reading() as session:
-        if only is None:
-            return render_site(
-                site_content(session, settings), output, templates_override=settings.site.templates
+        published = {path: PageRecord(*record) for path, record in published_pages(session).items()}
+    token = published.pop(MARKER, None)
+    trusted = not full and token is not None and _read_marker(marker) == token.digest
+    if not trusted:
+        remove_temporary_files(output)
+        with store.writing() as session:
+            recorded = {edition.path for edition in load_editions(session, bare=True)}
+            replace_kept_editions(
+                session,
+                [
+                    KeptEdition(e.stream, e.date, e.number, e.title, e.closed_at)
+                    for name, stream in settings.streams.items()
+                    for e in scan_kept_editions(
+                        output, name, stream.summary, recorded, settings.site.zone
+                    )
+                ],
             )
-        wanted = {edition.path for edition in only} | set(
-            unwritten_editions(edition_paths(session), output)
+            forget_pages(session)
+    with store.reading() as session:
+        report = render_site(
+            site_content(session, settings),
+            output,
+            published=published if trusted else None,
+            load=lambda edition: with_sections(session, edition),
+            templates_override=settings.site.templates,
+            before_write=lambda: marker.unlink(missing_ok=True),
         )
-        content = site_content(session, settings, in_full=wanted)
-    chosen = [edition for s in content.streams for edition in s.editions if edition.path in wanted]
-    return render_site(content, output, only=chosen, templates_override=settings.site.templates)
+    if trusted and not report.records:
+        return report
+    token_text = secrets.token_hex(16)
+    with store.writing() as session:
+        record_pages(session, {**report.records, MARKER: PageRecord("", token_text)})
+    write_atomically(marker, token_text.encode("ascii"))
+    return report
 
 
-def unwritten_editions(paths: Collection[str], output: Path) -> list[str]:
-    """Editions a killed run closed but never wrote."""
-    return [
-        path
-        for path in paths
-        if not all((output / f"{path}{ext}").is_file() for ext in (".html", ".gmi"))
-    ]
+def _read_marker(path: Path) -> str | None:
+    try:
+        return path.read_bytes().decode("ascii", errors="replace")
+    except OSError:
+        return None
 
 
 def _edition_post(edition: Edition, base_url: str, gemini_base_url: str) -> RecentPost:
@@ -283,10 +333,14 @@ def _edition_post(edition: Edition, base_url: str, gemini_base_url: str) -> Rece
 
 
 def _own_posts(session: Session, limit: int) -> list[RecentPost]:
+    # The own feeds first, then their entries through ix_entries_feed_published: never a walk
+    # back through every feed's entries to find a few own ones (or none).
+    own = list(session.scalars(select(FeedRow.id).where(FeedRow.own, FeedRow.active)))
+    if not own:
+        return []
     rows = session.execute(
         select(EntryRow)
-        .join(FeedRow, EntryRow.feed_id == FeedRow.id)
-        .where(FeedRow.own, FeedRow.active, EntryRow.link.is_not(None))
+        .where(EntryRow.feed_id.in_(own), EntryRow.link.is_not(None))
         .order_by(EntryRow.published_at.desc())
         .limit(limit)
     ).scalars()

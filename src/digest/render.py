@@ -14,12 +14,14 @@ one leading space before text that a client would otherwise read as another line
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
@@ -31,12 +33,20 @@ from jinja2 import (
     select_autoescape,
 )
 
-from digest import PROJECT_URL
+from digest import PROJECT_URL, __version__
+from digest.archive import Month, Year, months, neighbours, years
 from digest.editions import Edition
 from digest.files import write_atomically
 from digest.parse.text import clean_text
 from digest.parse.urls import safe_url
 from digest.resources import resource_dir
+
+# Defaults of site.index_editions, site.feed_editions and site.feed_content_kb.
+INDEX_EDITIONS = 60
+FEED_EDITIONS = 20
+FEED_CONTENT_BYTES = 150 * 1024
+# Part of every page's fingerprint: a change to how pages are made that templates do not show.
+RENDER_FORMAT = f"{__version__}/1"
 
 
 @dataclass(frozen=True)
@@ -70,12 +80,26 @@ class SiteContent:
     streams: Sequence[StreamContent]
     recent: Sequence[RecentPost]  # newest first, already cut to site.recent_count
     updated: datetime  # newest publication time, for index feeds
+    index_editions: int = INDEX_EDITIONS  # editions a stream index lists
+    feed_editions: int = FEED_EDITIONS  # editions a stream feed lists
+    feed_content_bytes: int = FEED_CONTENT_BYTES  # full editions go in while under this
+
+
+class PageRecord(NamedTuple):
+    """What a published file was made of and what it holds, as the database keeps them."""
+
+    source: str  # fingerprint of its inputs: templates, settings, the editions it shows
+    digest: str  # SHA-256 of its bytes
 
 
 @dataclass
 class RenderReport:
+    """Files written (their bytes changed: what WebSub pings hook on), files rendered whose
+    bytes were already published, and the record of every file rendered, to keep."""
+
     written: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
+    records: dict[str, PageRecord] = field(default_factory=dict)
 
 
 class RenderError(Exception):
@@ -86,8 +110,6 @@ class RenderError(Exception):
         self.path = path
 
 
-# A feed carries every edition's full content, so it is capped; the index pages list them all.
-FEED_EDITIONS = 20
 # Starts of a gemtext line that make it something other than a text line.
 _GEMTEXT_MARKERS = ("=>", "#", "*", ">", "```")
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -146,7 +168,32 @@ class StreamView:
     url: str
     gemini_url: str
     feed_url: str
-    editions: tuple[EditionView, ...]
+    editions: tuple[EditionView, ...]  # what the page lists: on the index, the newest
+    archive: tuple[ArchiveLink, ...] = ()  # on the index: its years, newest first
+
+
+@dataclass(frozen=True)
+class ArchiveLink:
+    label: str  # "2025", "March 2025"
+    path: str  # its page, without extension: links/2025/03/index
+    # Editions in it; None in the links between archive pages, so that a month's page is not
+    # made again each time a neighbour gains an edition.
+    count: int | None
+    gemini_url: str
+
+
+@dataclass(frozen=True)
+class ArchiveView:
+    """A month's page (its editions) or a year's (its months)."""
+
+    title: str  # "Links: March 2025"
+    label: str  # "March 2025"
+    path: str
+    up: ArchiveLink | None  # a month's year
+    older: ArchiveLink | None
+    newer: ArchiveLink | None
+    editions: tuple[EditionView, ...]  # a month's, newest first
+    parts: tuple[ArchiveLink, ...]  # a year's months, newest first
 
 
 @dataclass(frozen=True)
@@ -204,25 +251,108 @@ def render_site(
     content: SiteContent,
     output_dir: Path,
     *,
-    only: Collection[Edition] | None = None,
+    published: Mapping[str, PageRecord] | None = None,
+    load: Callable[[Edition], Edition] | None = None,
     templates_override: Path | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> RenderReport:
-    """Write the indexes and the edition pages (all of them, or just `only`)."""
-    env = make_environment(templates_override)
+    """Write the site's files whose inputs or bytes changed.
+
+    `published`: what the output folder holds, as recorded (path -> PageRecord). A file made
+    of the same inputs is not rendered again, and one rendered to the same bytes is not
+    written, without reading the folder. None: the folder's content is not known, so every
+    file is rendered and compared with the one on disk.
+    `load`: an edition with its sections, given a bare one; the editions of `content` may come
+    bare (no sections), and only those whose pages or feed entries are made are loaded, one
+    at a time, so memory stays bounded however long the history.
+    `before_write`: called once, before the first file is written.
+    """
+    env = _environment(templates_override, _folder_state(templates_override))
     report = RenderReport()
-    for rel, data in _pages(env, content, only):
-        path = output_dir / rel
-        if _write_if_changed(path, data):
-            report.written.append(path)
-        else:
-            report.unchanged.append(path)
+    pending = before_write
+    for pages in _pages(env, content, load or (lambda edition: edition)):
+        if published is not None and all(
+            (record := published.get(name)) is not None and record.source == pages.source
+            for name in pages.files
+        ):
+            continue
+        for name, data in zip(pages.files, pages.make(), strict=True):
+            path = output_dir / name
+            digest = hashlib.sha256(data).hexdigest()
+            known = published.get(name) if published is not None else None
+            if published is None:
+                changed = _differs(path, data)
+            else:
+                changed = known is None or known.digest != digest
+            if changed:
+                if pending is not None:
+                    pending()
+                    pending = None
+                _write(path, data)
+                report.written.append(path)
+            else:
+                report.unchanged.append(path)
+            report.records[name] = PageRecord(pages.source, digest)
     return report
 
 
+@functools.lru_cache(maxsize=8)
+def _environment(templates_override: Path | None, _state: object) -> Environment:
+    """One environment per state of the user's folder, so that a daemon's renders reuse the
+    compiled templates: Jinja compiles a changed file again, but a file added to the folder
+    would not replace ours in an environment that had already loaded ours."""
+    return make_environment(templates_override)
+
+
+def _folder_state(folder: Path | None) -> object:
+    if folder is None:
+        return None
+    try:
+        return tuple(sorted(path.name for path in folder.iterdir()))
+    except OSError:
+        return ()
+
+
+@dataclass(frozen=True)
+class _Pages:
+    """Files made together from the same inputs (an edition's HTML and gemtext)."""
+
+    files: tuple[str, ...]
+    source: str  # fingerprint of the inputs
+    make: Callable[[], tuple[bytes, ...]]
+
+
+def _fingerprint(*parts: object) -> str:
+    """A hash of values whose repr is stable (strings, numbers, dates, frozen dataclasses)."""
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
+
+
+def _templates_fingerprint(env: Environment) -> str:
+    """Every template and static file the loaders would use: a changed one changes every page
+    made from it (a full rebuild then compares bytes, so unchanged pages are not written)."""
+    assert env.loader is not None
+    sources = [(name, env.loader.get_source(env, name)[0]) for name in env.list_templates()]
+    return _fingerprint(RENDER_FORMAT, sources)
+
+
+def edition_fingerprint(edition: Edition) -> str:
+    """What an edition's pages are made of: its stored revision (every column of its row, so
+    an amended edition is made again) and, for a full edition, its sections."""
+    return _fingerprint(
+        edition.path,
+        edition.title,
+        edition.summary,
+        edition.closed_at,
+        edition.revision,
+        edition.sections,
+    )
+
+
 def _pages(
-    env: Environment, content: SiteContent, only: Collection[Edition] | None
-) -> Iterator[tuple[str, bytes]]:
-    """Every (relative path, bytes) to write, in a fixed order."""
+    env: Environment, content: SiteContent, load: Callable[[Edition], Edition]
+) -> Iterator[_Pages]:
+    """Every group of files of the site with the fingerprint of its inputs, in a fixed order;
+    nothing is rendered (and no edition loaded) until a group's `make` is called."""
     tz = ZoneInfo(content.timezone)
     site = SiteView(
         title=clean_text(content.title),
@@ -231,60 +361,43 @@ def _pages(
         gemini_url=content.gemini_base_url,
         feed_url=content.base_url + "feed.xml",
     )
-    wanted = None if only is None else {edition.path for edition in only}
-    streams = [_stream_view(stream, content, tz) for stream in content.streams]
-    kept = {edition.path for stream in content.streams for edition in stream.kept}
-    if wanted is not None:
-        missing = wanted - {e.path for s in content.streams for e in s.editions}
-        if missing:
-            raise ValueError(f"editions not in the site content: {', '.join(sorted(missing))}")
+    base = _fingerprint(
+        _templates_fingerprint(env),
+        site,
+        content.timezone,
+        content.index_editions,
+        content.feed_editions,
+        content.feed_content_bytes,
+    )
 
     def page(name: str, **context: Any) -> bytes:
         return env.get_template(name).render(site=site, **context).encode("utf-8")
 
-    def edition_html(edition: EditionView, page_url: str) -> str:
-        return env.get_template("edition_content.html").render(edition=edition, page_url=page_url)
-
-    yield "style.css", _static(env, "style.css")
-    for stream in streams:
-        for edition in stream.editions:
-            if edition.path in kept or (wanted is not None and edition.path not in wanted):
-                continue
-            edition_root = "../" * edition.path.count("/")
-            # page_url "" keeps the contents anchors relative on the page itself.
-            context = {"stream": stream, "edition": edition, "root": edition_root, "page_url": ""}
-            yield edition.path + ".html", page("edition.html", **context)
-            yield edition.path + ".gmi", page("edition.gmi", **context)
-        yield f"{stream.name}/index.html", page("stream_index.html", stream=stream, root="../")
-        yield f"{stream.name}/index.gmi", page("stream_index.gmi", stream=stream)
-        entries = tuple(
-            EntryView(
-                id=edition.url,
-                title=edition.title,
-                url=edition.url,
-                published=edition.timestamp,
-                updated=edition.updated,
-                summary=edition.summary,
-                content_html=None if edition.path in kept else edition_html(edition, edition.url),
-            )
-            for edition in stream.editions[:FEED_EDITIONS]
-        )
-        feed = FeedView(
-            id=stream.feed_url,
-            title=stream.title,
-            subtitle=stream.summary,
-            self_url=stream.feed_url,
-            alternate_url=stream.url,
-            updated=_newest(entry.updated for entry in entries) or _timestamp(content.updated, tz),
-            entries=entries,
-        )
-        yield f"{stream.name}/feed.xml", page("feed.xml", feed=feed)
+    yield _Pages(("style.css",), base, lambda: (_static(env, "style.css"),))
+    streams = []
+    for stream in content.streams:
+        view = _stream_view(stream, content)
+        streams.append(view)
+        yield from _stream_pages(env, page, content, stream, view, _fingerprint(base, view), load)
 
     posts = tuple(_post_view(post, tz) for post in content.recent)
-    yield "recent.html", page("recent_fragment.html", posts=posts)
-    yield "index.html", page("site_index.html", posts=posts, streams=streams, root="")
-    yield "index.gmi", page("site_index.gmi", posts=posts, streams=streams)
-    site_feed = FeedView(
+    source = _fingerprint(base, tuple(content.recent), tuple(streams), content.updated)
+    yield _Pages(
+        ("recent.html", "index.html", "index.gmi", "feed.xml"),
+        source,
+        lambda: _site_pages(page, site, content, tuple(streams), posts, tz),
+    )
+
+
+def _site_pages(
+    page: Callable[..., bytes],
+    site: SiteView,
+    content: SiteContent,
+    streams: tuple[StreamView, ...],
+    posts: tuple[PostView, ...],
+    tz: ZoneInfo,
+) -> tuple[bytes, ...]:
+    feed = FeedView(
         id=site.feed_url,
         title=site.title,
         subtitle="Recent posts",
@@ -292,21 +405,240 @@ def _pages(
         alternate_url=site.url,
         updated=_timestamp(content.updated, tz),
         entries=tuple(
-            EntryView(
-                id=post.url,
-                title=post.title,
-                url=post.url,
-                published=post.timestamp,
-                updated=post.updated,
-                summary=post.summary,
-                content_html=None,
-            )
+            _feed_entry(post.url, post.title, post.timestamp, post.updated, post.summary, None)
             # An entry needs a stable id and a link: a post without a safe URL has neither.
             for post in posts
             if post.url
         ),
     )
-    yield "feed.xml", page("feed.xml", feed=site_feed)
+    return (
+        page("recent_fragment.html", posts=posts),
+        page("site_index.html", posts=posts, streams=streams, root=""),
+        page("site_index.gmi", posts=posts, streams=streams),
+        page("feed.xml", feed=feed),
+    )
+
+
+def _stream_pages(
+    env: Environment,
+    page: Callable[..., bytes],
+    content: SiteContent,
+    stream: StreamContent,
+    view: StreamView,
+    base: str,
+    load: Callable[[Edition], Edition],
+) -> Iterator[_Pages]:
+    """A stream's edition pages, index, feed and archive pages."""
+    tz = ZoneInfo(content.timezone)
+    kept = {edition.path for edition in stream.kept}
+    listed = _newest_first(stream.editions, stream.kept)
+    marks = {edition.path: edition_fingerprint(edition) for edition in listed}
+
+    def edition_pages(edition: Edition) -> tuple[bytes, ...]:
+        shown = _edition_view(load(edition), content, tz)
+        # page_url "" keeps the contents anchors relative on the page itself.
+        context = {
+            "stream": view,
+            "edition": shown,
+            "root": "../" * shown.path.count("/"),
+            "page_url": "",
+        }
+        return page("edition.html", **context), page("edition.gmi", **context)
+
+    for edition in stream.editions:
+        if edition.path not in kept:
+            yield _Pages(
+                (edition.path + ".html", edition.path + ".gmi"),
+                _fingerprint(base, marks[edition.path]),
+                functools.partial(edition_pages, edition),
+            )
+
+    all_months = months(listed)
+    all_years = years(all_months)
+    year_links = tuple(_year_link(view, year) for year in all_years)
+    latest = listed[: content.index_editions]
+
+    def index_pages() -> tuple[bytes, ...]:
+        shown = replace(
+            view,
+            editions=_edition_views(latest, content, tz),
+            archive=year_links,
+        )
+        return (
+            page("stream_index.html", stream=shown, root="../"),
+            page("stream_index.gmi", stream=shown),
+        )
+
+    yield _Pages(
+        (f"{view.name}/index.html", f"{view.name}/index.gmi"),
+        _fingerprint(base, [marks[e.path] for e in latest], year_links),
+        index_pages,
+    )
+    in_feed = listed[: content.feed_editions]
+
+    def feed_page() -> tuple[bytes, ...]:
+        return (_stream_feed(env, page, content, view, in_feed, kept, load),)
+
+    yield _Pages(
+        (f"{view.name}/feed.xml",),
+        _fingerprint(base, [marks[e.path] for e in in_feed]),
+        feed_page,
+    )
+    for index, month in enumerate(all_months):
+        older, newer = neighbours(all_months, index)
+        year = next(y for y in all_years if y.year == month.year)
+        archive = ArchiveView(
+            title=f"{view.title}: {_month_label(month)}",
+            label=_month_label(month),
+            path=month.path(view.name),
+            up=_year_link(view, year, counted=False),
+            older=_month_link(view, older, counted=False) if older else None,
+            newer=_month_link(view, newer, counted=False) if newer else None,
+            editions=(),
+            parts=(),
+        )
+        yield _archive_pages(
+            page,
+            view,
+            archive,
+            [marks[e.path] for e in month.editions],
+            base,
+            functools.partial(_edition_views, month.editions, content, tz),
+        )
+    for index, year in enumerate(all_years):
+        older_year, newer_year = neighbours(all_years, index)
+        archive = ArchiveView(
+            title=f"{view.title}: {year.year}",
+            label=str(year.year),
+            path=year.path(view.name),
+            up=None,
+            older=_year_link(view, older_year, counted=False) if older_year else None,
+            newer=_year_link(view, newer_year, counted=False) if newer_year else None,
+            editions=(),
+            parts=tuple(_month_link(view, month) for month in year.months),
+        )
+        yield _archive_pages(page, view, archive, [], base, tuple)
+
+
+def _edition_views(
+    editions: Sequence[Edition], content: SiteContent, tz: ZoneInfo
+) -> tuple[EditionView, ...]:
+    return tuple(_edition_view(edition, content, tz) for edition in editions)
+
+
+def _archive_pages(
+    page: Callable[..., bytes],
+    stream: StreamView,
+    archive: ArchiveView,
+    marks: list[str],
+    base: str,
+    editions: Callable[[], tuple[EditionView, ...]],
+) -> _Pages:
+    def make() -> tuple[bytes, ...]:
+        shown = replace(archive, editions=editions())
+        root = "../" * archive.path.count("/")
+        return (
+            page("archive.html", stream=stream, archive=shown, root=root),
+            page("archive.gmi", stream=stream, archive=shown),
+        )
+
+    return _Pages(
+        (archive.path + ".html", archive.path + ".gmi"), _fingerprint(base, archive, marks), make
+    )
+
+
+def _stream_feed(
+    env: Environment,
+    page: Callable[..., bytes],
+    content: SiteContent,
+    stream: StreamView,
+    editions: Sequence[Edition],
+    kept: Collection[str],
+    load: Callable[[Edition], Edition],
+) -> bytes:
+    """The stream's Atom feed: its newest editions, the newest of them in full while the
+    feed's content stays under the budget, the rest (and kept pages) by title and summary."""
+    tz = ZoneInfo(content.timezone)
+    budget = content.feed_content_bytes
+    entries = []
+    for edition in editions:
+        html = None
+        if budget > 0 and edition.path not in kept:
+            shown = _edition_view(load(edition), content, tz)
+            html = env.get_template("edition_content.html").render(
+                edition=shown, page_url=shown.url
+            )
+            budget -= len(html.encode("utf-8"))
+            if budget < 0:
+                html = None
+        else:
+            shown = _edition_view(edition, content, tz)
+        entries.append(
+            _feed_entry(shown.url, shown.title, shown.timestamp, shown.updated, shown.summary, html)
+        )
+    feed = FeedView(
+        id=stream.feed_url,
+        title=stream.title,
+        subtitle=stream.summary,
+        self_url=stream.feed_url,
+        alternate_url=stream.url,
+        updated=_newest(entry.updated for entry in entries) or _timestamp(content.updated, tz),
+        entries=tuple(entries),
+    )
+    return page("feed.xml", feed=feed)
+
+
+def _feed_entry(
+    url: str, title: str, published: str, updated: str, summary: str, content_html: str | None
+) -> EntryView:
+    """A publication as an Atom entry: its URL is its id (a stable one: URLs never change)."""
+    return EntryView(
+        id=url,
+        title=title,
+        url=url,
+        published=published,
+        updated=updated,
+        summary=summary,
+        content_html=content_html,
+    )
+
+
+def _month_label(month: Month) -> str:
+    return f"{_MONTHS[month.month - 1]} {month.year}"
+
+
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)  # fmt: skip  (English names whatever the machine's locale, as strftime would not be)
+
+
+def _month_link(stream: StreamView, month: Month, *, counted: bool = True) -> ArchiveLink:
+    path = month.path(stream.name)
+    count = len(month.editions) if counted else None
+    return ArchiveLink(_month_label(month), path, count, _gemini_url(stream, path))
+
+
+def _year_link(stream: StreamView, year: Year, *, counted: bool = True) -> ArchiveLink:
+    path = year.path(stream.name)
+    return ArchiveLink(
+        str(year.year), path, year.count if counted else None, _gemini_url(stream, path)
+    )
+
+
+def _gemini_url(stream: StreamView, path: str) -> str:
+    """The gemtext page of `path` (under the output folder), from the stream's own URL."""
+    return stream.gemini_url + path.removeprefix(stream.name + "/") + ".gmi"
 
 
 def _static(env: Environment, name: str) -> bytes:
@@ -317,7 +649,7 @@ def _static(env: Environment, name: str) -> bytes:
     return source.encode("utf-8")
 
 
-def _stream_view(stream: StreamContent, content: SiteContent, tz: ZoneInfo) -> StreamView:
+def _stream_view(stream: StreamContent, content: SiteContent) -> StreamView:
     if not _SEGMENT.fullmatch(stream.name):
         raise ValueError(f"stream name {stream.name!r} is not a safe folder name")
     return StreamView(
@@ -327,10 +659,7 @@ def _stream_view(stream: StreamContent, content: SiteContent, tz: ZoneInfo) -> S
         url=f"{content.base_url}{stream.name}/",
         gemini_url=f"{content.gemini_base_url}{stream.name}/",
         feed_url=f"{content.base_url}{stream.name}/feed.xml",
-        editions=tuple(
-            _edition_view(edition, content, tz)
-            for edition in _newest_first(stream.editions, stream.kept)
-        ),
+        editions=(),
     )
 
 
@@ -405,17 +734,19 @@ def _timestamp(moment: datetime, tz: ZoneInfo) -> str:
     return _local(moment, tz).isoformat(timespec="seconds")
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    """Replace `path` with `data` atomically; False when it already holds exactly those bytes."""
+def _differs(path: Path, data: bytes) -> bool:
+    """Whether `path` does not hold exactly `data` (the folder's content is not known)."""
     try:
-        if path.read_bytes() == data:
-            return False
+        return path.read_bytes() != data
     except FileNotFoundError:
-        pass
+        return True
     except OSError as error:
         raise RenderError(path, error.strerror or str(error)) from error
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically."""
     try:
         write_atomically(path, data)
     except OSError as error:
         raise RenderError(path, error.strerror or str(error)) from error
-    return True

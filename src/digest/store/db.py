@@ -105,6 +105,11 @@ def make_engine(url: str, timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
+        # A new database gives the pages retention frees back to the file system (older
+        # ones switch with `digest db prune --vacuum`). Set on a new one only: on an existing
+        # database the pragma writes, which a read-only or full one refuses.
+        if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -167,9 +172,28 @@ def _migrate(engine: Engine, config: AlembicConfig) -> None:
     with engine.execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(xact_lock_sql(MIGRATIONS_LOCK))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-        connection.commit()
+        with _sqlite_foreign_keys_off(connection):
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+
+
+@contextmanager
+def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite's batch migrations copy a table and drop the old one, which edition_items'
+    foreign key to entries refuses once editions exist; off for the upgrade (the pragma only
+    counts outside a transaction, so it goes to the driver before SQLAlchemy's BEGIN)."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        connection.rollback()  # nothing left open after the commit; in case of a failure
+        driver.execute("PRAGMA foreign_keys = ON")
 
 
 # SQLite's primary result codes (the low byte of an extended code) that say the database, not

@@ -141,8 +141,17 @@ class EntryRow(Base):
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     content_hash: Mapped[str] = mapped_column(String(80))
+    # Set when an edition takes it, never cleared: retention keeps it as long as the edition,
+    # and finds the others to prune through ix_entries_unpublished without walking history.
+    in_edition: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
-    __table_args__ = (UniqueConstraint("feed_id", "key", name="uq_entries_feed_key"),)
+    __table_args__ = (
+        UniqueConstraint("feed_id", "key", name="uq_entries_feed_key"),
+        Index("ix_entries_unpublished", "in_edition", "first_seen_at"),
+        # The own feeds' newest entries (recent posts, every render) and `digest entries
+        # --feed`, without a walk through every feed's history.
+        Index("ix_entries_feed_published", "feed_id", "published_at"),
+    )
 
 
 class EditionRow(Base):
@@ -240,3 +249,32 @@ class WorkerRow(Base):
     role: Mapped[str] = mapped_column(String(20))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class PageRow(Base):
+    """A file digest published in the output folder: what it was made of and its bytes' hash,
+    so that a render with nothing new knows without reading the file (digest.publish)."""
+
+    __tablename__ = "pages"
+
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)  # under the output folder
+    source: Mapped[str] = mapped_column(String(80))  # fingerprint of what it was made of
+    digest: Mapped[str] = mapped_column(String(80))  # SHA-256 of its bytes
+
+
+class KeptEditionRow(Base):
+    """A published edition page the database had no record of (it was lost or replaced), as
+    the page shows it: listed in the indexes, never written (digest.publish)."""
+
+    __tablename__ = "kept_editions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(100))
+    date: Mapped[date] = mapped_column(Date)
+    number: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("stream", "date", "number", name="uq_kept_editions_stream_date_number"),
+    )

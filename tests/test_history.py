@@ -1,0 +1,337 @@
+"""Years of history (issue 15): a render knows what it published, rebuilds what it cannot
+trust, and retention prunes old unpublished entries and nothing an edition shows."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from digest.cli import cli
+from digest.config import FeedSettings, RetentionSettings, Settings, SiteSettings, StreamSettings
+from digest.publish import MARKER, build, render
+from digest.retention import prune, vacuum
+from digest.store import EditionRow, EntryRow, Store, WorkerRow, heartbeat, store_entries
+from tests.conftest import add_feeds, make_entry
+
+T0 = datetime(2025, 1, 20, 9, tzinfo=UTC)
+FEEDS = [
+    FeedSettings(url="https://a.example/feed", name="A", stream="links", section="S"),
+    FeedSettings(url="https://b.example/feed", name="B", stream="links", section="S"),
+    FeedSettings(url="https://own.example/feed", name="Own", own=True),
+]
+
+
+def settings(root: Path, **site: object) -> Settings:
+    return Settings(
+        site=SiteSettings(
+            title="T",
+            base_url="https://example.org/",
+            output_dir=root / "public",
+            state_dir=root / "state",
+            **site,
+        ),
+        streams={"links": StreamSettings(title="Links {date:%d/%m/%Y}: {headlines}")},
+        feeds=tuple(FEEDS),
+    )
+
+
+def tree(public: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(public)): p.read_bytes()
+        for p in sorted(public.rglob("*"))
+        if p.is_file() and p.name != MARKER
+    }
+
+
+def publish_days(store: Store, config: Settings, days: int, start: datetime = T0) -> None:
+    """A story a day from feed A, closed and rendered daily, across a month boundary."""
+    ids = add_feeds(store, list(FEEDS), start)
+    for day in range(days):
+        at = start + timedelta(days=day)
+        with store.writing() as session:
+            store_entries(
+                session, ids[FEEDS[0].url], [make_entry(f"Story {day}", published=at)], at
+            )
+        assert build(store, config, at=at + timedelta(hours=1))
+        render(store, config)
+
+
+def store_old(
+    session: Session, feed_id: int, count: int, when: datetime, summary: str = ""
+) -> None:
+    """`count` entries "Old 0", "Old 1"... published and first seen at `when`."""
+    entries = [make_entry(f"Old {n}", published=when, summary=summary) for n in range(count)]
+    store_entries(session, feed_id, entries, when)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    store.upgrade()
+    return store
+
+
+def test_a_render_with_nothing_new_reads_no_page_and_writes_nothing(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    config = settings(tmp_path)
+    publish_days(sqlite_store, config, 15)
+    public = tmp_path / "public"
+    # Every page unreadable: a render that read one would fail (root reads anything: skip).
+    if os.geteuid() == 0:
+        pages = []
+    else:
+        pages = [p for p in public.rglob("*") if p.is_file() and p.name != MARKER]
+        for page in pages:
+            page.chmod(0)
+    try:
+        report = render(sqlite_store, config)
+    finally:
+        for page in pages:
+            page.chmod(0o644)
+    assert report.written == [] and report.unchanged == [] and report.records == {}
+
+
+def test_a_deleted_output_folder_is_rebuilt_byte_for_byte(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    config = settings(tmp_path)
+    publish_days(sqlite_store, config, 15)
+    public = tmp_path / "public"
+    before = tree(public)
+    assert "links/2025/02/index.html" in before and "links/2025/01/index.html" in before
+    for path in sorted(public.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+
+    report = render(sqlite_store, config)
+
+    assert tree(public) == before
+    assert len(report.written) == len(before)
+    assert render(sqlite_store, config).written == []  # and it trusts its records again
+
+
+def test_a_killed_render_leaves_the_folder_untrusted_until_a_full_one(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """The marker goes before the first write and comes back after the records: a render
+    killed between the two leaves none, and the next render compares every file."""
+    config = settings(tmp_path)
+    publish_days(sqlite_store, config, 3)
+    public = tmp_path / "public"
+    (public / MARKER).unlink()
+    index = public / "links/index.html"
+    index.write_text("half written by a killed run")
+    report = render(sqlite_store, config)
+    assert report.written == [index]  # found by comparing bytes, not from the records
+    assert (public / MARKER).is_file()
+
+
+def test_an_amended_edition_is_rendered_again(sqlite_store: Store, tmp_path: Path) -> None:
+    """Issue 14 amends editions in place (title, updated time): any change to the edition's
+    row makes its pages and the pages that list it again."""
+    config = settings(tmp_path)
+    publish_days(sqlite_store, config, 3)
+    with sqlite_store.writing() as session:
+        rows = list(session.scalars(select(EditionRow).order_by(EditionRow.closed_at)))
+        rows[0].title = "Links: corrected"
+        path, *others = [f"links/{row.date:%Y/%m/%d}/{row.number}" for row in rows]
+    report = render(sqlite_store, config)
+    written = sorted(str(p.relative_to(tmp_path / "public")) for p in report.written)
+    assert f"{path}.html" in written and f"{path}.gmi" in written
+    assert "links/index.html" in written and "links/2025/01/index.gmi" in written
+    assert "Links: corrected" in (tmp_path / "public" / f"{path}.html").read_text()
+    assert not any(name.startswith(tuple(others)) for name in written)  # nor other editions
+
+
+def test_a_changed_template_rewrites_only_the_pages_it_changes(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    config = settings(tmp_path, templates=mine)
+    publish_days(sqlite_store, config, 3)
+    (mine / "archive.gmi").write_text("# {{ archive.title }}\n")
+    report = render(sqlite_store, config)
+    written = sorted(str(p.relative_to(tmp_path / "public")) for p in report.written)
+    assert written == ["links/2025/01/index.gmi", "links/2025/index.gmi"]
+    assert report.unchanged  # the others were made again and found the same
+
+
+def test_prune_deletes_old_unpublished_entries_and_nothing_an_edition_shows(
+    store: Store, tmp_path: Path
+) -> None:
+    config = settings(tmp_path)
+    ids = add_feeds(store, list(FEEDS), T0)
+    old = T0 - timedelta(days=200)
+    with store.writing() as session:
+        # Old and never in an edition: to go (first seen long ago).
+        store_old(session, ids[FEEDS[1].url], 7, old)
+        # The site's own old posts stay: the recent posts list them.
+        store_entries(session, ids[FEEDS[2].url], [make_entry("Own post", published=old)], old)
+        store_entries(session, ids[FEEDS[0].url], [make_entry("Published", published=old)], old)
+    assert build(store, config, at=old + timedelta(hours=1))  # takes all of feed A and B's
+    with store.writing() as session:
+        store_entries(
+            session,
+            ids[FEEDS[1].url],
+            [make_entry(f"Unpublished {n}", published=old - timedelta(days=9)) for n in range(5)],
+            old,
+        )
+        store_entries(session, ids[FEEDS[1].url], [make_entry("Recent", published=T0)], T0)
+        heartbeat(session, "gone:1:x", "poll", T0 - timedelta(days=3))
+        heartbeat(session, "alive:2:y", "poll", T0)
+    render(store, config)
+    before = tree(tmp_path / "public")
+
+    report = prune(store, config, T0, batch=2)  # small batches: several transactions
+
+    assert (report.entries, report.workers) == (5, 1)
+    with store.reading() as session:
+        titles = set(session.scalars(select(EntryRow.title)))
+        workers = set(session.scalars(select(WorkerRow.id)))
+    assert titles == {f"Old {n}" for n in range(7)} | {"Published", "Own post", "Recent"}
+    assert workers == {"alive:2:y"}
+    render(store, config, full=True)
+    assert tree(tmp_path / "public") == before  # byte-identical after the prune
+    assert prune(store, config, T0) == type(report)(0, 0)
+    kept = config.model_copy(update={"retention": RetentionSettings(unpublished=None)})
+    with store.writing() as session:
+        store_entries(session, ids[FEEDS[1].url], [make_entry("Another", published=old)], old)
+    assert prune(store, kept, T0).entries == 0  # unpublished: null keeps them all
+
+
+def test_prune_and_vacuum_give_sqlite_space_back(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    store.upgrade()
+    config = settings(tmp_path)
+    ids = add_feeds(store, list(FEEDS), T0)
+    old = T0 - timedelta(days=200)
+    with store.writing() as session:
+        store_old(session, ids[FEEDS[1].url], 2000, old, summary="x" * 2000)
+    with store.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert connection.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2  # incremental
+    size = (tmp_path / "digest.db").stat().st_size
+    assert prune(store, config, T0).entries == 2000
+    vacuum(store)
+    assert (tmp_path / "digest.db").stat().st_size < size / 4
+    with store.reading() as session:
+        assert session.scalar(select(func.count()).select_from(EntryRow)) == 0
+
+
+def test_db_prune_command(tmp_path: Path) -> None:
+    (tmp_path / "feeds.yaml").write_text(
+        "site: {title: T, base_url: 'https://example.org/', database: 'sqlite:///digest.db'}\n"
+        "streams: {links: {}}\nretention: {unpublished: 30d}\n"
+        "feeds: [{url: 'https://a.example/feed', stream: links}]\n"
+    )
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", str(tmp_path / "feeds.yaml"), "db", "prune"])
+    assert result.exit_code == 0, result.output
+    assert "pruned 0 unpublished entries and 0 gone workers" in result.output
+    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    with store.writing() as session:
+        feed_id = session.scalar(select(func.min(EntryRow.feed_id)))  # none yet
+        assert feed_id is None
+        session.execute(update(EntryRow).values(in_edition=True))  # nothing to update
+    store.close()
+    result = runner.invoke(
+        cli, ["--config", str(tmp_path / "feeds.yaml"), "db", "prune", "--vacuum"]
+    )
+    assert result.exit_code == 0 and "database vacuumed" in result.output, result.output
+    (tmp_path / "bad.yaml").write_text(
+        "site: {title: T, base_url: 'https://example.org/'}\nstreams: {links: {}}\n"
+        "retention: {unpublished: soon}\n"
+    )
+    result = runner.invoke(cli, ["--config", str(tmp_path / "bad.yaml"), "db", "prune"])
+    assert result.exit_code == 2
+    assert "bad.yaml:3: retention.unpublished: expected a duration" in result.output
+
+
+def test_the_daemon_prunes_only_while_it_publishes(sqlite_store: Store, tmp_path: Path) -> None:
+    """One node prunes: the one holding the publisher role (a standby or a poller does not)."""
+    from digest.config import Config
+    from digest.daemon import Daemon
+
+    config = settings(tmp_path)
+    ids = add_feeds(sqlite_store, list(FEEDS), T0)
+    with sqlite_store.writing() as session:
+        store_old(session, ids[FEEDS[1].url], 3, datetime.now(UTC) - timedelta(days=200))
+    path = tmp_path / "feeds.yaml"
+    poller = Daemon(sqlite_store, Config(path, config), role="poll")
+    publisher = Daemon(sqlite_store, Config(path, config), role="all")
+
+    def count() -> int:
+        with sqlite_store.reading() as session:
+            return session.scalar(select(func.count()).select_from(EntryRow)) or 0
+
+    poller._prune()
+    publisher._prune()  # not yet holding the role
+    assert count() == 3
+    assert publisher.publisher is not None and publisher.publisher.try_acquire()
+    try:
+        publisher._prune()
+    finally:
+        publisher.publisher.release()
+    assert count() == 0
+
+
+def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -> None:
+    """A database from before retention, with editions: it upgrades (SQLite's batch copies of
+    `entries` drop a table that edition_items refers to), entries already in editions are
+    marked, and the first prune keeps them."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from digest.store.db import alembic_config
+
+    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    config = alembic_config()
+    with store.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+        connection.commit()
+    old = "2024-01-01 00:00:00.000000"
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO feeds (id, config_url, url, name, own, weight, interval_seconds,"
+                " active, failures) VALUES (1, 'u', 'u', 'A', 0, 0, 3600, 1, 0)"
+            )
+        )
+        for entry in (1, 2):
+            connection.execute(
+                text(
+                    "INSERT INTO entries (id, feed_id, key, title, summary, published_at,"
+                    " first_seen_at, updated_at, content_hash) VALUES (:id, 1, :id, 't', '',"
+                    " :old, :old, :old, 'h')"
+                ),
+                {"id": entry, "old": old},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO editions (id, stream, date, number, title, summary, closed_at)"
+                " VALUES (1, 'links', '2024-01-01', 1, 'T', 's', :old)"
+            ),
+            {"old": old},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO edition_items (id, edition_id, position, entry_id, stream, section,"
+                " source, title, blurb, published_at) VALUES (1, 1, 1, 1, 'links', 'S', 'A',"
+                " 't', '', :old)"
+            ),
+            {"old": old},
+        )
+    store.upgrade()
+    with store.reading() as session:
+        marked = dict(session.execute(select(EntryRow.id, EntryRow.in_edition)).all())
+    assert marked == {1: True, 2: False}
+    assert prune(store, settings(tmp_path), T0).entries == 1
+    store.close()
