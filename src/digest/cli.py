@@ -114,6 +114,47 @@ def check(app: App) -> None:
     click.echo(f"  output: {settings.site.output_dir}")
 
 
+@cli.command("import")
+@click.argument("opml_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--stream", metavar="NAME", help="The stream the feeds go to (default: by folder).")
+@click.option("--section", metavar="NAME", help="The section they go in (default: by folder).")
+@pass_app
+def import_command(app: App, opml_file: Path, stream: str | None, section: str | None) -> None:
+    """Add the feeds of an OPML file (a feed reader's export) to feeds.yaml."""
+    from digest.config import ConfigError
+    from digest.opml import OpmlError, import_opml
+
+    config = app.config
+    try:
+        plan = import_opml(config, opml_file, stream=stream, section=section)
+    except (OpmlError, ConfigError) as error:
+        for line in str(error).splitlines():
+            err.print(line, markup=False)
+        raise SystemExit(EXIT_USAGE) from None
+    click.echo(f"{config.path}: added {len(plan.added)} feeds, skipped {len(plan.skipped)}")
+    for feed in plan.added:
+        where = "own" if feed.get("own") else f"stream {feed['stream']}"
+        where += f", section {feed['section']}" if "section" in feed else ""
+        click.echo(f"  added {feed['url']} ({where})")
+    for skipped in plan.skipped:
+        click.echo(f"  skipped {skipped.url}: {skipped.reason}")
+
+
+@cli.command("export")
+@click.option("--opml", "as_opml", is_flag=True, default=True, help="As OPML 2.0 (the default).")
+@pass_app
+def export_command(app: App, as_opml: bool) -> None:
+    """Write the feed list as OPML 2.0 to standard output, own and disabled feeds marked."""
+    from digest.opml import export_opml
+    from digest.store import disabled_feeds
+
+    config = app.config
+    with app.store(config) as store, store.reading() as session:
+        disabled = disabled_feeds(session)
+    sys.stdout.buffer.write(export_opml(config.settings, disabled))
+    sys.stdout.buffer.flush()
+
+
 @cli.group()
 def db() -> None:
     """Database maintenance."""

@@ -41,6 +41,7 @@ from digest.editions import (
 )
 from digest.files import remove_temporary_files
 from digest.locks import publish_lock
+from digest.opml import export_opml
 from digest.render import (
     FEED_EDITIONS,
     RecentPost,
@@ -49,7 +50,7 @@ from digest.render import (
     StreamContent,
     render_site,
 )
-from digest.store import EditionRow, EntryRow, FeedRow, Store
+from digest.store import EditionRow, EntryRow, FeedRow, Store, disabled_feeds
 
 log = logging.getLogger("digest.publish")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
@@ -236,6 +237,8 @@ def site_content(
         streams=streams,
         recent=recent,
         updated=recent[0].published if recent else EPOCH,
+        blogroll=export_opml(settings, disabled_feeds(session), public=True),
+        websub_hubs=site.websub_hubs,
     )
 
 

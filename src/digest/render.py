@@ -69,6 +69,8 @@ class SiteContent:
     streams: Sequence[StreamContent]
     recent: Sequence[RecentPost]  # newest first, already cut to site.recent_count
     updated: datetime  # newest publication time, for index feeds
+    blogroll: bytes | None = None  # feeds.opml, the feeds the site follows (digest.opml)
+    websub_hubs: Sequence[str] = ()  # named in every Atom feed (digest.websub)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class RenderError(Exception):
         self.path = path
 
 
+BLOGROLL = "feeds.opml"
 # A feed carries every edition's full content, so it is capped; the index pages list them all.
 FEED_EDITIONS = 20
 # Starts of a gemtext line that make it something other than a text line.
@@ -106,6 +109,8 @@ class SiteView:
     url: str
     gemini_url: str
     feed_url: str
+    blogroll_url: str | None = None
+    hubs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,6 +232,8 @@ def _pages(
         url=content.base_url,
         gemini_url=content.gemini_base_url,
         feed_url=content.base_url + "feed.xml",
+        blogroll_url=None if content.blogroll is None else content.base_url + BLOGROLL,
+        hubs=tuple(content.websub_hubs),
     )
     wanted = None if only is None else {edition.path for edition in only}
     streams = [_stream_view(stream, content, tz) for stream in content.streams]
@@ -243,6 +250,8 @@ def _pages(
         return env.get_template("edition_content.html").render(edition=edition, page_url=page_url)
 
     yield "style.css", _static(env, "style.css")
+    if content.blogroll is not None:
+        yield BLOGROLL, content.blogroll
     for stream in streams:
         for edition in stream.editions:
             if edition.path in kept or (wanted is not None and edition.path not in wanted):
