@@ -199,9 +199,12 @@ def build_command(app: App, at_text: str | None) -> None:
     """Close one edition per stream from the entries that arrived since its last one."""
     config = app.config
     at = _parse_at(at_text, config) if at_text else None
-    with app.store(config) as store, _publishing(config):
-        editions = _build(store, config, at)
-        _render(store, config, editions)
+    with app.store(config) as store:
+        with _publishing(config):
+            editions = _build(store, config, at)
+            _render(store, config, editions)
+        delivered = _reach_out(store, config)
+    raise SystemExit(EXIT_OK if delivered else EXIT_FEEDS_FAILED)
 
 
 @cli.command("render")
@@ -209,8 +212,11 @@ def build_command(app: App, at_text: str | None) -> None:
 def render_command(app: App) -> None:
     """Write the whole site into the output folder."""
     config = app.config
-    with app.store(config) as store, _publishing(config):
-        _render(store, config, None)
+    with app.store(config) as store:
+        with _publishing(config):
+            _render(store, config, None)
+        delivered = _reach_out(store, config)
+    raise SystemExit(EXIT_OK if delivered else EXIT_FEEDS_FAILED)
 
 
 @cli.command()
@@ -224,6 +230,8 @@ def update(app: App) -> None:
         with _publishing(config, exit_code):
             editions = _build(store, config, None)
             _render(store, config, editions)
+        if not _reach_out(store, config):
+            exit_code = EXIT_FEEDS_FAILED
     raise SystemExit(exit_code)
 
 
@@ -395,12 +403,65 @@ def status(app: App, as_json: bool) -> None:
             else "  last edition: none yet"
         )
         click.echo(f"  next closing: {_when_text(stream['next_closing'])}")
+    mail = report["mail_waiting"]
+    if mail:
+        click.echo(f"mail not delivered: {len(mail)}")
+    for delivery in mail:
+        when = (
+            f", next try {_when_text(delivery['next_attempt'])}"
+            if delivery["state"] != "failed"
+            else ""
+        )
+        click.echo(
+            f"  {delivery['edition']} to {delivery['to']}: {delivery['state']} "
+            f"after {delivery['attempts']} tries{when}"
+            + (f": {delivery['last_error']}" if delivery["last_error"] else "")
+        )
+    if report["websub_waiting"]:
+        click.echo(f"WebSub pings waiting for the next run: {len(report['websub_waiting'])}")
+    for ping in report["websub_waiting"]:
+        click.echo(f"  {ping['hub']} of {ping['feed']}: {ping['last_error']}")
     click.echo(f"workers seen in the last 2 minutes: {len(report['workers'])}")
     for worker in report["workers"]:
         click.echo(
             f"  {worker['id']} ({worker['role']}): last heartbeat "
             f"{_when_text(worker['heartbeat_at'])}, holds {worker['feeds_held']} feeds"
         )
+
+
+@cli.command("mail")
+@click.option("--edition", "edition_path", metavar="ID", help="An edition, as links/2025/03/28/1.")
+@click.option("--to", "recipient", metavar="ADDR", help="Send it to this address only.")
+@pass_app
+def mail_command(app: App, edition_path: str | None, recipient: str | None) -> None:
+    """Send the editions due to go out by mail; with --edition and --to, one edition to one
+    address now, outside the queue (to try a template)."""
+    from digest.config import mail_address
+    from digest.mail import MailError, find_edition, send_one
+
+    if (edition_path is None) != (recipient is None):
+        raise click.UsageError("--edition and --to go together")
+    config = app.config
+    if config.settings.mail is None:
+        err.print(f"{config.path}: no mail: section to send with (see README)", markup=False)
+        raise SystemExit(EXIT_USAGE)
+    with app.store(config) as store:
+        if edition_path is None or recipient is None:
+            raise SystemExit(EXIT_OK if _reach_out(store, config) else EXIT_FEEDS_FAILED)
+        try:
+            mail_address(recipient)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--to") from None
+        edition = find_edition(store, edition_path.strip("/"))
+        if edition is None:
+            err.print(f"no edition {edition_path} (as `digest status` names them)", markup=False)
+            raise SystemExit(EXIT_USAGE)
+        try:
+            send_one(config.settings, edition, recipient)
+        except MailError as error:
+            err.print(str(error), markup=False)
+            raise SystemExit(EXIT_FEEDS_FAILED) from None
+    click.echo(f"sent {edition.path} to {recipient}")
 
 
 @cli.command()
@@ -506,6 +567,11 @@ def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
         click.echo(f"closed {edition.path}: {edition.title}")
     if not editions:
         click.echo("no new editions")
+    if config.settings.mail is not None:
+        from digest.mail import queue_deliveries
+
+        # Queued before rendering: a render that fails does not lose an edition's mail.
+        queue_deliveries(store, config.settings, editions, datetime.now(UTC))
     return editions
 
 
@@ -522,7 +588,24 @@ def _render(store: Store, config: Config, only: list[Edition] | None) -> RenderR
         f"rendered {len(report.written)} files ({len(report.unchanged)} unchanged) "
         f"into {config.settings.site.output_dir}"
     )
+    if config.settings.site.websub_hubs:
+        from digest.websub import record_pings
+
+        record_pings(store, config.settings, report.written, datetime.now(UTC))
     return report
+
+
+def _reach_out(store: Store, config: Config) -> bool:
+    """After publishing, outside the publish lock: ping the WebSub hubs of changed feeds and
+    mail the editions due; False when some mail could not go (it is retried later)."""
+    from digest.outreach import reach_out
+
+    result = reach_out(store, config.settings, config.timings.lease)
+    for line in result.problems:
+        err.print(line, markup=False)
+    for line in result.done:
+        click.echo(line)
+    return not result.mail_undelivered
 
 
 @contextmanager

@@ -34,15 +34,19 @@ from digest.clock import CLOSINGS_FILE, ClosingsRecord, close_trigger, last_fire
 from digest.config import Config, ConfigError, Settings, load_config
 from digest.leader import PublisherRole
 from digest.locks import LockBusy
+from digest.mail import queue_deliveries
+from digest.outreach import reach_out
 from digest.poll import PULLED_BACK, Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
 from digest.store import EditionRow, Store, heartbeat, sync_feeds
 from digest.store.db import database_problem
+from digest.websub import record_pings
 
 log = logging.getLogger("digest.daemon")
 
 CONFIG_CHECK_SECONDS = 2.0
+OUTREACH_SECONDS = 60.0  # how often a publisher retries WebSub pings and mail that wait
 STOP_GRACE_SECONDS = 3.0  # for the poll in flight, before it is cancelled
 JOB_DEFAULTS = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
 
@@ -95,6 +99,9 @@ class Daemon:
                 IntervalTrigger(seconds=self.config.timings.leader_check.total_seconds()),
                 id="lead",
                 next_run_time=datetime.now(UTC),
+            )
+            self.scheduler.add_job(
+                self._job(self._reach_out), IntervalTrigger(seconds=OUTREACH_SECONDS), id="outreach"
             )
         self.scheduler.start()
         log.info(
@@ -305,7 +312,9 @@ class Daemon:
                 log.info("stream %s: nothing new to close", name)
             else:
                 log.info("closed %s: %s", edition.path, edition.title)
+                queue_deliveries(self.store, settings, [edition], datetime.now(UTC))
             self._render([edition] if edition else [])
+        self._reach_out()
 
     def _publishes(self) -> bool:
         return self.publisher is not None and self.publisher.held
@@ -315,6 +324,7 @@ class Daemon:
             return
         with publishing(self.config.settings, cancel=self.stopping):
             self._render([])
+        self._reach_out()
 
     def _render(self, editions: list[Any]) -> None:
         report = render(self.store, self.config.settings, editions)
@@ -325,6 +335,17 @@ class Daemon:
                 len(report.unchanged),
                 self.config.settings.site.output_dir,
             )
+        record_pings(self.store, self.config.settings, report.written, datetime.now(UTC))
+
+    def _reach_out(self) -> None:
+        """WebSub pings and mail due, outside the publish lock; what fails waits for a retry."""
+        if not self._publishes() or self.stopping.is_set():
+            return
+        result = reach_out(self.store, self.config.settings, self.config.timings.lease)
+        for line in result.problems:
+            log.warning("%s", line)
+        for line in result.done:
+            log.info("%s", line)
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping.is_set():

@@ -334,7 +334,7 @@ def _stream_view(stream: StreamContent, content: SiteContent, tz: ZoneInfo) -> S
         gemini_url=f"{content.gemini_base_url}{stream.name}/",
         feed_url=f"{content.base_url}{stream.name}/feed.xml",
         editions=tuple(
-            _edition_view(edition, content, tz)
+            edition_view(edition, content.base_url, content.gemini_base_url, tz)
             for edition in _newest_first(stream.editions, stream.kept)
         ),
     )
@@ -348,7 +348,10 @@ def _newest_first(editions: Sequence[Edition], kept: Sequence[Edition]) -> list[
     return sorted([*editions, *kept], key=lambda edition: edition.closed_at, reverse=True)
 
 
-def _edition_view(edition: Edition, content: SiteContent, tz: ZoneInfo) -> EditionView:
+def edition_view(
+    edition: Edition, base_url: str, gemini_base_url: str, tz: ZoneInfo
+) -> EditionView:
+    """An edition as its templates see it (pages here, mail in digest.mail)."""
     local = _local(edition.closed_at, tz)
     anchors: set[str] = set()
     sections = []
@@ -375,8 +378,8 @@ def _edition_view(edition: Edition, content: SiteContent, tz: ZoneInfo) -> Editi
         date=f"{edition.date:%Y-%m-%d}",
         shown_time=f"{local.day} {local:%B %Y, %H:%M %Z}",
         timestamp=_timestamp(edition.closed_at, tz),
-        url=f"{content.base_url}{edition.path}.html",
-        gemini_url=f"{content.gemini_base_url}{edition.path}.gmi",
+        url=f"{base_url}{edition.path}.html",
+        gemini_url=f"{gemini_base_url}{edition.path}.gmi",
         sections=tuple(sections),
     )
 
