@@ -22,6 +22,7 @@ from sqlalchemy import select
 from digest.cli import cli
 from digest.config import load_config
 from digest.mail import deliver_due
+from digest.publish import build
 from digest.store import Store
 from digest.store.models import MailDeliveryRow
 from tests.gemini_servers import free_port
@@ -276,3 +277,63 @@ def test_mail_config_errors_name_their_lines(tmp_path: Path) -> None:
         f"{config}:15: mail.from: expected a mail address such as links@example.org, got "
         "'Example Links <nobody>'",
     ]
+
+
+def add_leftover(config: Path, number: int) -> None:
+    """One more item in the demo's misc feed: the next update closes another edition."""
+    feed = config.parent / "feeds" / "misc.xml"
+    item = (
+        f"<item><title>Leftover number {number}</title>"
+        f"<link>https://misc.example.net/{number}/</link>"
+        f"<pubDate>Fri, 28 Mar 2025 12:00:00 +0000</pubDate>"
+        "<description>One more.</description></item>\n</channel>"
+    )
+    feed.write_text(feed.read_text().replace("</channel>", item, 1))
+
+
+def test_an_edition_closed_by_a_run_killed_before_queueing_is_mailed_next_run(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with smtp_server(port) as server:
+        config = demo_with_mail(tmp_path, port)
+        assert digest(config, "update").exit_code == 0
+        assert len(server.received) == 2
+        add_leftover(config, 1)
+        assert digest(config, "poll", "--all").exit_code == 0
+        # A run that closed an edition and died before queueing its mail.
+        settings = load_config(config).settings
+        store = Store(settings.site.database)
+        try:
+            (closed,) = [e for e in build(store, settings) if e.stream == "links"]
+        finally:
+            store.close()
+
+        result = digest(config, "mail")
+
+        assert result.exit_code == 0, result.output
+        assert "mailed 2 messages" in result.output
+        second = server.received[2:]
+        assert sorted(r.recipients[0] for r in second) == sorted(READERS)
+        assert {r.message["Message-ID"] for r in second} == {
+            f"<{closed.path.replace('/', '.')}@links.example.org>"
+        }
+        assert digest(config, "mail").output == ""  # once
+
+
+def test_a_recipient_taken_off_mail_to_gets_nothing_more(tmp_path: Path) -> None:
+    port = free_port()
+    config = demo_with_mail(tmp_path, port)
+    assert digest(config, "update").exit_code == 1  # no server yet: both wait
+    config.write_text(config.read_text().replace(f", {READERS[1]}]", "]"))
+
+    with smtp_server(port) as server, time_machine.travel(datetime.now(UTC) + timedelta(minutes=5)):
+        result = digest(config, "mail")
+        status = digest(config, "status")
+
+    assert result.exit_code == 0, result.output
+    assert [r.recipients for r in server.received] == [[READERS[0]]]
+    assert (
+        f"to {READERS[1]}: failed after 1 tries: no longer in streams.links.mail_to"
+        in status.output
+    )

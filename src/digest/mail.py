@@ -29,7 +29,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from digest.config import MailSettings, Settings, SmtpSettings, StreamSettings, mail_address
@@ -43,6 +44,10 @@ PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 MAX_ATTEMPTS = 12  # with the backoff below: about a day of tries
 FIRST_RETRY = timedelta(minutes=2)
 LONGEST_RETRY = timedelta(hours=4)
+# How far back a run looks for editions a killed run closed but never queued.
+CATCH_UP = timedelta(days=1)
+# How long `digest status` lists a delivery that failed for good.
+FAILED_SHOWN_FOR = timedelta(days=7)
 
 
 class MailError(Exception):
@@ -72,11 +77,24 @@ def queue_deliveries(
     mailed = {name: s.mail_to for name, s in settings.streams.items() if s.mail_to}
     if settings.mail is None or not mailed:
         return 0
+    try:
+        return _queue(store, mailed, editions, now)
+    except IntegrityError:
+        # Another runner queued some of them between our look and our insert: look again.
+        return _queue(store, mailed, editions, now)
+
+
+def _queue(
+    store: Store,
+    mailed: dict[str, tuple[str, ...]],
+    editions: Sequence[Edition],
+    now: datetime,
+) -> int:
     queued = 0
     with store.writing() as session:
         for name, recipients in mailed.items():
-            wanted = _editions_to_queue(session, name, [e for e in editions if e.stream == name])
-            for edition_id in wanted:
+            closed = [e for e in editions if e.stream == name]
+            for edition_id in _editions_to_queue(session, name, closed, now - CATCH_UP):
                 session.add_all(
                     MailDeliveryRow(
                         edition_id=edition_id,
@@ -92,9 +110,12 @@ def queue_deliveries(
     return queued
 
 
-def _editions_to_queue(session: Session, stream: str, closed: Sequence[Edition]) -> list[int]:
-    """The ids of the stream's editions to queue: those just closed, and those after the
-    newest edition that has deliveries, without any of their own."""
+def _editions_to_queue(
+    session: Session, stream: str, closed: Sequence[Edition], since: datetime
+) -> list[int]:
+    """The ids of the stream's editions to queue: those just closed, and those closed after
+    `since` and after the newest edition that has deliveries, without any of their own (not
+    older ones: a stream whose mail_to comes back after a while does not mail its backlog)."""
     ids = [
         row_id
         for edition in closed
@@ -116,7 +137,9 @@ def _editions_to_queue(session: Session, stream: str, closed: Sequence[Edition])
     )
     if newest is not None:
         ids += session.scalars(
-            select(EditionRow.id).where(EditionRow.stream == stream, EditionRow.id > newest)
+            select(EditionRow.id).where(
+                EditionRow.stream == stream, EditionRow.id > newest, EditionRow.closed_at > since
+            )
         )
     has_deliveries = set(
         session.scalars(
@@ -224,6 +247,11 @@ def deliver_due(
                 _finish(store, delivery_id, FAILED, now, "the edition no longer exists")
                 continue
             editions[edition_id] = edition
+            stream = settings.streams.get(edition.stream)
+            if stream is None or recipient not in stream.mail_to:
+                gone = f"no longer in streams.{edition.stream}.mail_to"
+                _finish(store, delivery_id, FAILED, now, gone)
+                continue
             try:
                 if connection is None:
                     connection = _connect(smtp)
@@ -472,13 +500,20 @@ class Waiting:
     last_error: str | None
 
 
-def waiting_deliveries(store: Store) -> list[Waiting]:
-    """The deliveries not sent (pending, in flight, failed), oldest first (digest status)."""
+def waiting_deliveries(store: Store, now: datetime) -> list[Waiting]:
+    """The deliveries not sent: pending, in flight, and failed in the last week, oldest
+    first (digest status)."""
     with store.reading() as session:
         rows = session.execute(
             select(MailDeliveryRow, EditionRow)
             .join(EditionRow, EditionRow.id == MailDeliveryRow.edition_id)
-            .where(MailDeliveryRow.state != SENT)
+            .where(
+                or_(
+                    MailDeliveryRow.state.in_((PENDING, SENDING)),
+                    (MailDeliveryRow.state == FAILED)
+                    & (MailDeliveryRow.created_at > now - FAILED_SHOWN_FOR),
+                )
+            )
             .order_by(MailDeliveryRow.id)
         )
         return [

@@ -32,9 +32,11 @@ def reach_out(store: Store, settings: Settings, lease: timedelta | None = None) 
         result.done.append(f"WebSub: {len(pings.sent)} pings sent")
     if settings.mail is None:
         return result
-    from digest.mail import deliver_due
+    from digest.mail import deliver_due, queue_deliveries
 
-    mail = deliver_due(store, settings, datetime.now(UTC), lease)
+    now = datetime.now(UTC)
+    queue_deliveries(store, settings, (), now)  # editions a killed run closed, never queued
+    mail = deliver_due(store, settings, now, lease)
     result.problems += mail.lines()
     result.mail_undelivered = bool(mail.lines())
     if mail.sent:

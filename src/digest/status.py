@@ -56,7 +56,7 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
             "next_closing": fire.isoformat() if fire else None,
         }
     return {
-        **outreach_status(store),
+        **outreach_status(store, now),
         "daemon": {"running": pid is not None, "pid": pid},
         "last_poll": max(polls).isoformat() if polls else None,
         "feeds": len(health),
@@ -78,7 +78,7 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
     }
 
 
-def outreach_status(store: Store) -> dict[str, Any]:
+def outreach_status(store: Store, now: datetime) -> dict[str, Any]:
     """The mail not yet delivered and the WebSub pings not yet taken by their hub."""
     from digest.mail import waiting_deliveries
     from digest.websub import pending_pings
@@ -95,7 +95,7 @@ def outreach_status(store: Store) -> dict[str, Any]:
                 else None,
                 "last_error": delivery.last_error,
             }
-            for delivery in waiting_deliveries(store)
+            for delivery in waiting_deliveries(store, now)
         ],
         "websub_waiting": [
             {"hub": ping.hub, "feed": ping.topic, "last_error": ping.error}
