@@ -162,8 +162,13 @@ def test_a_refused_login_is_one_line_and_loses_nothing(
     with smtp_server(port, refuse_logins=True) as server:
         config = demo_with_mail(tmp_path, port, ", user: links, password_env: DIGEST_SMTP_PASSWORD")
 
+        check = digest(config, "check")
         result = digest(config, "update")
 
+        assert (
+            f"mail: from Example Links <links@links.example.org> via 127.0.0.1:{port} (none) "
+            "to links: 2 addresses" in check.output
+        )
         assert result.exit_code == 1
         assert result.stderr.splitlines() == [
             f"mail: 127.0.0.1:{port} refused the login of user 'links' (535 5.7.8 "

@@ -112,6 +112,22 @@ def check(app: App) -> None:
         click.echo(f"  stream {name}: {count} feeds, closes at '{stream.schedule}'")
     click.echo(f"  own feeds: {own}")
     click.echo(f"  output: {settings.site.output_dir}")
+    if settings.site.websub_hubs:
+        click.echo(f"  WebSub hubs: {', '.join(settings.site.websub_hubs)}")
+    if settings.mail is not None:
+        smtp = settings.mail.smtp
+        click.echo(
+            f"  mail: from {settings.mail.sender} via {smtp.host}:{smtp.effective_port} "
+            f"({smtp.security}) to "
+            + (
+                ", ".join(
+                    f"{name}: {len(stream.mail_to)} addresses"
+                    for name, stream in settings.streams.items()
+                    if stream.mail_to
+                )
+                or "no one yet (streams.<name>.mail_to)"
+            )
+        )
 
 
 @cli.command("import")

@@ -301,7 +301,8 @@ class Timings:
 
     # Close every stream on this interval instead of its schedule.
     close_every: timedelta | None = None
-    # A poller's hold on the feeds it claimed (None: long enough for fetch.timeout).
+    # A poller's hold on the feeds it claimed (None: long enough for fetch.timeout), and a
+    # mail sender's on the message it sends (None: long enough for mail.smtp.timeout).
     lease: timedelta | None = None
     # How often a standby node asks for the publisher role.
     leader_check: timedelta = timedelta(seconds=5)

@@ -347,17 +347,10 @@ def _claim(store: Store, now: datetime, hold: timedelta) -> tuple[int, int, str,
 def _finish(
     store: Store, delivery_id: int, state: str, now: datetime, error: str | None = None
 ) -> None:
-    with store.writing() as session:
-        session.execute(
-            update(MailDeliveryRow)
-            .where(MailDeliveryRow.id == delivery_id)
-            .values(
-                state=state,
-                next_attempt_at=None,
-                last_error=error,
-                sent_at=now if state == SENT else None,
-            )
-        )
+    sent_at = now if state == SENT else None
+    _record(
+        store, delivery_id, state=state, next_attempt_at=None, last_error=error, sent_at=sent_at
+    )
 
 
 def _retry(
@@ -365,16 +358,20 @@ def _retry(
 ) -> None:
     """Back to pending, after a backoff; `count`: whether this try counts against the message
     (not when the server could not be reached at all: that is no fault of the message)."""
+    _record(
+        store,
+        delivery_id,
+        state=PENDING,
+        attempts=attempts if count else attempts - 1,
+        next_attempt_at=now + retry_delay(attempts),
+        last_error=error,
+    )
+
+
+def _record(store: Store, delivery_id: int, **values: object) -> None:
     with store.writing() as session:
         session.execute(
-            update(MailDeliveryRow)
-            .where(MailDeliveryRow.id == delivery_id)
-            .values(
-                state=PENDING,
-                attempts=attempts if count else attempts - 1,
-                next_attempt_at=now + retry_delay(attempts),
-                last_error=error,
-            )
+            update(MailDeliveryRow).where(MailDeliveryRow.id == delivery_id).values(**values)
         )
 
 

@@ -325,6 +325,7 @@ def add_feeds(path: Path, added: Sequence[Mapping[str, Any]]) -> None:
     from ruamel.yaml.error import YAMLError
     from ruamel.yaml.util import load_yaml_guess_indent
 
+    path = path.resolve()  # a symlinked config: its target is edited, the link kept
     text = path.read_text(encoding="utf-8-sig")
     yaml = YAML()  # round trip: comments, order, quotes and flow style kept
     yaml.preserve_quotes = True
