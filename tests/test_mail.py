@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,16 +21,25 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 
 from digest.cli import cli
-from digest.config import load_config
-from digest.mail import deliver_due
+from digest.config import (
+    FeedSettings,
+    MailSettings,
+    Settings,
+    SiteSettings,
+    StreamSettings,
+    load_config,
+)
+from digest.mail import deliver_due, queue_deliveries
 from digest.publish import build
-from digest.store import Store
+from digest.store import Store, store_entries
 from digest.store.models import MailDeliveryRow
+from tests.conftest import add_feeds, make_entry
 from tests.gemini_servers import free_port
 from tests.outreach_servers import smtp_server
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 READERS = ("reader@example.net", "list@example.org")
+T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
 
 
 def digest(config: Path, *args: str) -> Result:
@@ -342,3 +352,45 @@ def test_a_recipient_taken_off_mail_to_gets_nothing_more(tmp_path: Path) -> None
         f"to {READERS[1]}: failed after 1 tries: no longer in streams.links.mail_to"
         in status.output
     )
+
+
+def test_two_runners_at_once_send_each_message_once(store: Store, tmp_path: Path) -> None:
+    """On SQLite and PostgreSQL: the claim gives each message to one runner."""
+    port = free_port()
+    readers = ("a@example.net", "b@example.net", "c@example.net")
+    settings = Settings(
+        site=SiteSettings(
+            title="T",
+            base_url="https://example.org/",
+            output_dir=tmp_path / "public",
+            state_dir=tmp_path / "state",
+        ),
+        streams={"links": StreamSettings(summary="Links for the day", mail_to=readers)},
+        mail=MailSettings.model_validate(
+            {
+                "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+                "from": "l@example.org",
+            }
+        ),
+    )
+    feed = FeedSettings(url="https://a.example/feed", name="A", stream="links")
+    feed_id = add_feeds(store, [feed], T0)[feed.url]
+    for n in range(3):
+        at = T0 + timedelta(hours=n)
+        with store.writing() as session:
+            store_entries(session, feed_id, [make_entry(f"Story {n}", published=at)], at)
+        closed = build(store, settings, at=at + timedelta(minutes=1))
+        assert queue_deliveries(store, settings, closed, at) == len(readers)
+    other = Store(store.url)
+    try:
+        with smtp_server(port) as server, ThreadPoolExecutor(2) as pool:
+            runs = list(
+                pool.map(lambda s: deliver_due(s, settings, T0 + timedelta(days=1)), [store, other])
+            )
+    finally:
+        other.close()
+
+    sent = runs[0].sent + runs[1].sent
+    assert len(sent) == len(set(sent)) == 9
+    assert len(server.received) == 9
+    assert len({(r.recipients[0], r.message["Message-ID"]) for r in server.received}) == 9

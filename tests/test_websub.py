@@ -120,3 +120,16 @@ def test_a_hub_that_is_no_http_url_is_a_config_error(tmp_path: Path, hub: str) -
     assert f"site.websub_hubs: expected an http or https URL of a WebSub hub, got {hub!r}" in (
         result.stderr
     )
+
+
+def test_a_hub_taken_out_of_the_config_drops_its_waiting_pings(tmp_path: Path) -> None:
+    port = free_port()
+    config = demo_with_hubs(tmp_path, f"http://127.0.0.1:{port}/hub")
+    assert digest(config, "update").exit_code == 0
+    assert "WebSub pings waiting for the next run: 3" in digest(config, "status").output
+    config.write_text(config.read_text().replace(f'"http://127.0.0.1:{port}/hub"', ""))
+
+    result = digest(config, "render")
+
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "WebSub" not in digest(config, "status").output

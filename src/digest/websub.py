@@ -92,9 +92,12 @@ def send_pings(store: Store, settings: Settings) -> PingSummary:
     """Send every queued ping to the hubs still configured (others are dropped); forget the
     ones a hub took, keep the others with their reason for the next run."""
     hubs = settings.site.websub_hubs
-    with store.writing() as session:
-        session.execute(delete(HubPingRow).where(HubPingRow.hub.not_in(hubs)))
-        queued = [Ping(row.hub, row.topic) for row in session.scalars(select(HubPingRow))]
+    with store.reading() as session:  # most runs have nothing queued: no write for them
+        rows = [Ping(row.hub, row.topic) for row in session.scalars(select(HubPingRow))]
+    if any(ping.hub not in hubs for ping in rows):
+        with store.writing() as session:
+            session.execute(delete(HubPingRow).where(HubPingRow.hub.not_in(hubs)))
+    queued = [ping for ping in rows if ping.hub in hubs]
     if not queued:
         return PingSummary((), ())
     from digest.poll import run_async
