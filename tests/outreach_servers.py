@@ -6,17 +6,25 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 # --- WebSub --------------------------------------------------------------------------------
 
@@ -109,14 +117,60 @@ class _Refuse:
         return AuthResult(success=False, handled=False)
 
 
+def tls_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA): (certificate, key) files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = directory / "smtp.crt", directory / "smtp.key"
+    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certfile, keyfile
+
+
 @contextmanager
-def smtp_server(port: int, *, refuse_logins: bool = False) -> Iterator[MailHandler]:
-    """An aiosmtpd server on 127.0.0.1:`port`, plain (no TLS); with `refuse_logins` it
-    offers AUTH and refuses every login."""
+def smtp_server(
+    port: int,
+    *,
+    refuse_logins: bool = False,
+    security: str = "none",
+    certificate: tuple[Path, Path] | None = None,
+) -> Iterator[MailHandler]:
+    """An aiosmtpd server on 127.0.0.1:`port`: plain, or with `certificate` offering
+    STARTTLS (and requiring it) or speaking TLS from the first byte (`security` as in
+    mail.smtp.security); with `refuse_logins` it offers AUTH and refuses every login."""
     handler = MailHandler()
     options: dict[str, Any] = {}
     if refuse_logins:
         options = {"authenticator": _Refuse(), "auth_require_tls": False}
+    if security != "none":
+        assert certificate is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate)
+        if security == "starttls":
+            options |= {"tls_context": context, "require_starttls": True}
+        else:
+            options |= {"ssl_context": context}
     controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:

@@ -35,7 +35,7 @@ from digest.store import Store, store_entries
 from digest.store.models import MailDeliveryRow
 from tests.conftest import add_feeds, make_entry
 from tests.gemini_servers import free_port
-from tests.outreach_servers import smtp_server
+from tests.outreach_servers import smtp_server, tls_certificate
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 READERS = ("reader@example.net", "list@example.org")
@@ -394,3 +394,44 @@ def test_two_runners_at_once_send_each_message_once(store: Store, tmp_path: Path
     assert len(sent) == len(set(sent)) == 9
     assert len(server.received) == 9
     assert len({(r.recipients[0], r.message["Message-ID"]) for r in server.received}) == 9
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_mail_goes_over_tls_to_a_server_whose_certificate_is_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, security: str
+) -> None:
+    port = free_port()
+    certificate = tls_certificate(tmp_path)
+    config = demo_with_mail(tmp_path, port, f", security: {security}").read_text()
+    config_path = tmp_path / "examples" / "demo" / "feeds.yaml"
+    config_path.write_text(config.replace("security: none, ", ""))
+    with smtp_server(port, security=security, certificate=certificate) as server:
+        untrusted = digest(config_path, "update")  # the system's CAs do not know it
+
+        assert untrusted.exit_code == 1
+        (line,) = untrusted.stderr.splitlines()
+        assert line.startswith(f"mail: cannot reach the SMTP server 127.0.0.1:{port}: ")
+        assert "CERTIFICATE_VERIFY_FAILED" in line and line.endswith("; 2 messages wait")
+        assert server.received == []
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+        with time_machine.travel(datetime.now(UTC) + timedelta(minutes=5)):
+            trusted = digest(config_path, "mail")
+
+        assert trusted.exit_code == 0, trusted.output
+        assert len(server.received) == 2
+
+
+def test_starttls_against_a_server_without_it_is_one_line(tmp_path: Path) -> None:
+    port = free_port()
+    config = demo_with_mail(tmp_path, port)
+    config.write_text(config.read_text().replace("security: none", "security: starttls"))
+    with smtp_server(port) as server:
+        result = digest(config, "update")
+
+        assert result.exit_code == 1
+        assert result.stderr.splitlines() == [
+            f"mail: 127.0.0.1:{port}: STARTTLS extension not supported by server. (check "
+            "mail.smtp.security); 2 messages wait"
+        ]
+        assert server.received == []

@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from email.utils import parseaddr
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -124,8 +123,12 @@ class StreamSettings(_Strict):
     @field_validator("mail_to")
     @classmethod
     def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
         for address in value:
-            mail_address(address)
+            bare = mail_address(address).casefold()
+            if bare in seen:
+                raise ValueError(f"{address!r} is listed twice: list each address once")
+            seen.add(bare)
         return value
 
     @field_validator("schedule")
@@ -216,6 +219,8 @@ class FetchSettings(_Strict):
 def mail_address(value: str) -> str:
     """The bare address of `value` ("Name <a@b.example>" or "a@b.example"); ValueError when
     it is not one address, or when it would break a header (a line break)."""
+    from email.utils import parseaddr  # here: `digest check` and the CLI start without email
+
     if any(char in value for char in "\r\n"):
         raise ValueError(f"a mail address has no line breaks: {value!r}")
     _name, address = parseaddr(value)
