@@ -292,3 +292,9 @@ def test_file_feeds_are_named_in_the_blogroll_without_their_paths(tmp_path: Path
         published
     )
     assert (tmp_path / "local.xml").as_uri() in digest(path, "export").stdout
+
+
+def test_digest_serve_names_the_blogroll_as_opml() -> None:
+    from digest.serve import content_type
+
+    assert content_type(Path("public/feeds.opml")) == "text/x-opml; charset=utf-8"

@@ -5,6 +5,7 @@ fails nothing and is told on the next run."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from click.testing import CliRunner, Result
 from lxml import etree
 
 from digest.cli import cli
+from digest.config import Settings, SiteSettings, StreamSettings
+from digest.store import Store
+from digest.websub import pending_pings, record_pings, send_pings
 from tests.gemini_servers import free_port
 from tests.outreach_servers import websub_hub
 from tests.validators import validate_atom
@@ -133,3 +137,30 @@ def test_a_hub_taken_out_of_the_config_drops_its_waiting_pings(tmp_path: Path) -
 
     assert result.exit_code == 0 and result.stderr == ""
     assert "WebSub" not in digest(config, "status").output
+
+
+def test_pings_queue_once_per_hub_and_feed_on_both_databases(store: Store, tmp_path: Path) -> None:
+    output = tmp_path / "public"
+    with websub_hub(free_port()) as hub:
+        settings = Settings(
+            site=SiteSettings(title="T", base_url=BASE, output_dir=output, websub_hubs=(hub.url,)),
+            streams={"links": StreamSettings()},
+        )
+        written = [output / "links" / "feed.xml", output / "index.html", output / "feed.xml"]
+        now = datetime.now(UTC)
+
+        assert record_pings(store, settings, written, now) == 2
+        assert record_pings(store, settings, written[:1], now) == 1  # already queued: kept once
+        assert [(p.hub, p.topic) for p in pending_pings(store)] == [
+            (hub.url, BASE + "feed.xml"),
+            (hub.url, BASE + "links/feed.xml"),
+        ]
+        summary = send_pings(store, settings)
+
+    assert sorted(ping.topic for ping in summary.sent) == [
+        BASE + "feed.xml",
+        BASE + "links/feed.xml",
+    ]
+    assert summary.failed == ()
+    assert sorted(p["hub.url"] for p in hub.pings) == [BASE + "feed.xml", BASE + "links/feed.xml"]
+    assert pending_pings(store) == []

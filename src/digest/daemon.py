@@ -341,7 +341,9 @@ class Daemon:
         """WebSub pings and mail due, outside the publish lock; what fails waits for a retry."""
         if not self._publishes() or self.stopping.is_set():
             return
-        result = reach_out(self.store, self.config.settings, self.config.timings.lease)
+        result = reach_out(
+            self.store, self.config.settings, self.config.timings.lease, cancel=self.stopping
+        )
         for line in result.problems:
             log.warning("%s", line)
         for line in result.done:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -229,9 +230,14 @@ class MailSummary:
 
 
 def deliver_due(
-    store: Store, settings: Settings, now: datetime, lease: timedelta | None = None
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    lease: timedelta | None = None,
+    cancel: threading.Event | None = None,
 ) -> MailSummary:
-    """Send the deliveries that are due, one claimed at a time, over one connection."""
+    """Send the deliveries that are due, one claimed at a time, over one connection;
+    `cancel` (the daemon stopping) ends it between two messages."""
     summary = MailSummary()
     if settings.mail is None or not _any_due(store, now):
         return summary
@@ -240,7 +246,7 @@ def deliver_due(
     editions: dict[int, Edition] = {}
     connection: smtplib.SMTP | None = None
     try:
-        while (claimed := _claim(store, now, hold)) is not None:
+        while not (cancel and cancel.is_set()) and (claimed := _claim(store, now, hold)):
             delivery_id, edition_id, recipient, attempts = claimed
             edition = editions.get(edition_id) or _edition(store, edition_id)
             if edition is None:  # removed since it was queued (the edition is gone)

@@ -7,6 +7,7 @@ holds up another runner's closing. What fails is kept in the database and retrie
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -21,8 +22,14 @@ class Outreach:
     mail_undelivered: bool = False  # some mail due now did not go (it waits for a retry)
 
 
-def reach_out(store: Store, settings: Settings, lease: timedelta | None = None) -> Outreach:
-    """Ping the hubs queued by digest.websub.record_pings and send the mail due."""
+def reach_out(
+    store: Store,
+    settings: Settings,
+    lease: timedelta | None = None,
+    cancel: threading.Event | None = None,
+) -> Outreach:
+    """Ping the hubs queued by digest.websub.record_pings and send the mail due (`cancel`:
+    stop between two messages)."""
     from digest.websub import send_pings
 
     result = Outreach()
@@ -36,7 +43,7 @@ def reach_out(store: Store, settings: Settings, lease: timedelta | None = None) 
 
     now = datetime.now(UTC)
     queue_deliveries(store, settings, (), now)  # editions a killed run closed, never queued
-    mail = deliver_due(store, settings, now, lease)
+    mail = deliver_due(store, settings, now, lease, cancel)
     result.problems += mail.lines()
     result.mail_undelivered = bool(mail.lines())
     if mail.sent:
