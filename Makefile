@@ -23,6 +23,7 @@ demo: $(STAMP)
 	@echo "  $(CURDIR)/public/index.html     (the site, in a browser)"
 	@echo "  $(CURDIR)/public/index.gmi      (the capsule, in a Gemini client)"
 	@echo "  $(CURDIR)/public/feed.xml       (the Atom feed, in a feed reader)"
+	@echo "  $(CURDIR)/public/feeds.opml     (the feeds it follows, for another reader)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

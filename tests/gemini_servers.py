@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,8 +45,11 @@ def make_certificate(
     *,
     key: ec.EllipticCurvePrivateKey | None = None,
     expired: bool = False,
+    trusted_for_ip: bool = False,
 ) -> Certificate:
-    """A self-signed certificate (for `key`, to play a renewal with the same key)."""
+    """A self-signed certificate (for `key`, to play a renewal with the same key);
+    `trusted_for_ip`: one a verifying client accepts for 127.0.0.1 once it trusts the file
+    (an IP address SAN, and a CA of its own)."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.now(UTC)
@@ -65,10 +69,14 @@ def make_certificate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
-        .sign(key, hashes.SHA256())
     )
+    if trusted_for_ip:
+        certificate = certificate.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), critical=False
+        ).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    signed = certificate.sign(key, hashes.SHA256())
     certfile, keyfile = directory / f"{name}.crt", directory / f"{name}.key"
-    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    certfile.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
     keyfile.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,

@@ -28,6 +28,7 @@ from digest import __version__
 if TYPE_CHECKING:
     from digest.config import Config, Settings
     from digest.desk import Target
+    from digest.editions import Edition
     from digest.poll import PollSummary
     from digest.render import RenderReport
     from digest.store import Store
@@ -112,6 +113,63 @@ def check(app: App) -> None:
         click.echo(f"  stream {name}: {count} feeds, closes at '{stream.schedule}'")
     click.echo(f"  own feeds: {own}")
     click.echo(f"  output: {settings.site.output_dir}")
+    if settings.site.websub_hubs:
+        click.echo(f"  WebSub hubs: {', '.join(settings.site.websub_hubs)}")
+    if settings.mail is not None:
+        smtp = settings.mail.smtp
+        click.echo(
+            f"  mail: from {settings.mail.sender} via {smtp.host}:{smtp.effective_port} "
+            f"({smtp.security}) to "
+            + (
+                ", ".join(
+                    f"{name}: {len(stream.mail_to)} addresses"
+                    for name, stream in settings.streams.items()
+                    if stream.mail_to
+                )
+                or "no one yet (streams.<name>.mail_to)"
+            )
+        )
+
+
+@cli.command("import")
+@click.argument("opml_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--stream", metavar="NAME", help="The stream the feeds go to (default: by folder).")
+@click.option("--section", metavar="NAME", help="The section they go in (default: by folder).")
+@pass_app
+def import_command(app: App, opml_file: Path, stream: str | None, section: str | None) -> None:
+    """Add the feeds of an OPML file (a feed reader's export) to feeds.yaml."""
+    from digest.config import ConfigError
+    from digest.opml import OpmlError, import_opml
+
+    config = app.config
+    try:
+        plan = import_opml(config, opml_file, stream=stream, section=section)
+    except (OpmlError, ConfigError) as error:
+        for line in str(error).splitlines():
+            err.print(line, markup=False)
+        raise SystemExit(EXIT_USAGE) from None
+    click.echo(f"{config.path}: added {len(plan.added)} feeds, skipped {len(plan.skipped)}")
+    for feed in plan.added:
+        where = "own" if feed.get("own") else f"stream {feed['stream']}"
+        where += f", section {feed['section']}" if "section" in feed else ""
+        click.echo(f"  added {feed['url']} ({where})")
+    for skipped in plan.skipped:
+        click.echo(f"  skipped {skipped.url}: {skipped.reason}")
+
+
+@cli.command("export")
+@click.option("--opml", "as_opml", is_flag=True, default=True, help="As OPML 2.0 (the default).")
+@pass_app
+def export_command(app: App, as_opml: bool) -> None:
+    """Write the feed list as OPML 2.0 to standard output, own and disabled feeds marked."""
+    from digest.opml import export_opml
+    from digest.store import disabled_feeds
+
+    config = app.config
+    with app.store(config) as store, store.reading() as session:
+        disabled = disabled_feeds(session)
+    sys.stdout.buffer.write(export_opml(config.settings, disabled))
+    sys.stdout.buffer.flush()
 
 
 @cli.group()
@@ -177,9 +235,12 @@ def build_command(app: App, at_text: str | None) -> None:
     """Close one edition per stream from the entries that arrived since its last one."""
     config = app.config
     at = _parse_at(at_text, config) if at_text else None
-    with app.store(config) as store, _publishing(config):
-        _build(store, config, at)
-        _render(store, config)
+    with app.store(config) as store:
+        with _publishing(config):
+            _build(store, config, at)
+            _render(store, config)
+        delivered = _reach_out(store, config)
+    raise SystemExit(EXIT_OK if delivered else EXIT_FEEDS_FAILED)
 
 
 @cli.command("render")
@@ -193,8 +254,11 @@ def build_command(app: App, at_text: str | None) -> None:
 def render_command(app: App, full: bool) -> None:
     """Write what changed in the site into the output folder."""
     config = app.config
-    with app.store(config) as store, _publishing(config):
-        _render(store, config, full=full)
+    with app.store(config) as store:
+        with _publishing(config):
+            _render(store, config, full=full)
+        delivered = _reach_out(store, config)
+    raise SystemExit(EXIT_OK if delivered else EXIT_FEEDS_FAILED)
 
 
 @cli.command()
@@ -208,6 +272,8 @@ def update(app: App) -> None:
         with _publishing(config, exit_code):
             _build(store, config, None)
             _render(store, config)
+        if not _reach_out(store, config):
+            exit_code = EXIT_FEEDS_FAILED
     raise SystemExit(exit_code)
 
 
@@ -566,12 +632,65 @@ def status(app: App, as_json: bool) -> None:
             else "  last edition: none yet"
         )
         click.echo(f"  next closing: {_when_text(stream['next_closing'])}")
+    mail = report["mail_waiting"]
+    if mail:
+        click.echo(f"mail not delivered: {len(mail)}")
+    for delivery in mail:
+        when = (
+            f", next try {_when_text(delivery['next_attempt'])}"
+            if delivery["state"] != "failed"
+            else ""
+        )
+        click.echo(
+            f"  {delivery['edition']} to {delivery['to']}: {delivery['state']} "
+            f"after {delivery['attempts']} tries{when}"
+            + (f": {delivery['last_error']}" if delivery["last_error"] else "")
+        )
+    if report["websub_waiting"]:
+        click.echo(f"WebSub pings waiting for the next run: {len(report['websub_waiting'])}")
+    for ping in report["websub_waiting"]:
+        click.echo(f"  {ping['hub']} of {ping['feed']}: {ping['last_error']}")
     click.echo(f"workers seen in the last 2 minutes: {len(report['workers'])}")
     for worker in report["workers"]:
         click.echo(
             f"  {worker['id']} ({worker['role']}): last heartbeat "
             f"{_when_text(worker['heartbeat_at'])}, holds {worker['feeds_held']} feeds"
         )
+
+
+@cli.command("mail")
+@click.option("--edition", "edition_path", metavar="ID", help="An edition, as links/2025/03/28/1.")
+@click.option("--to", "recipient", metavar="ADDR", help="Send it to this address only.")
+@pass_app
+def mail_command(app: App, edition_path: str | None, recipient: str | None) -> None:
+    """Send the editions due to go out by mail; with --edition and --to, one edition to one
+    address now, outside the queue (to try a template)."""
+    from digest.config import mail_address
+    from digest.mail import MailError, find_edition, send_one
+
+    if (edition_path is None) != (recipient is None):
+        raise click.UsageError("--edition and --to go together")
+    config = app.config
+    if config.settings.mail is None:
+        err.print(f"{config.path}: no mail: section to send with (see README)", markup=False)
+        raise SystemExit(EXIT_USAGE)
+    with app.store(config) as store:
+        if edition_path is None or recipient is None:
+            raise SystemExit(EXIT_OK if _reach_out(store, config) else EXIT_FEEDS_FAILED)
+        try:
+            mail_address(recipient)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--to") from None
+        edition = find_edition(store, edition_path.strip("/"))
+        if edition is None:
+            err.print(f"no edition {edition_path} (as `digest status` names them)", markup=False)
+            raise SystemExit(EXIT_USAGE)
+        try:
+            send_one(config.settings, edition, recipient)
+        except MailError as error:
+            err.print(str(error), markup=False)
+            raise SystemExit(EXIT_FEEDS_FAILED) from None
+    click.echo(f"sent {edition.path} to {recipient}")
 
 
 @cli.command()
@@ -669,7 +788,7 @@ def _poll(store: Store, config: Config, every: bool) -> PollSummary:
     return summary
 
 
-def _build(store: Store, config: Config, at: datetime | None) -> None:
+def _build(store: Store, config: Config, at: datetime | None) -> list[Edition]:
     from digest.publish import build
 
     editions = build(store, config.settings, at)
@@ -677,6 +796,12 @@ def _build(store: Store, config: Config, at: datetime | None) -> None:
         click.echo(f"closed {edition.path}: {edition.title}")
     if not editions:
         click.echo("no new editions")
+    if config.settings.mail is not None:
+        from digest.mail import queue_deliveries
+
+        # Queued before rendering: a render that fails does not lose an edition's mail.
+        queue_deliveries(store, config.settings, editions, datetime.now(UTC))
+    return editions
 
 
 def _render(store: Store, config: Config, *, full: bool = False) -> RenderReport:
@@ -693,6 +818,19 @@ def _render(store: Store, config: Config, *, full: bool = False) -> RenderReport
         f"into {config.settings.site.output_dir}"
     )
     return report
+
+
+def _reach_out(store: Store, config: Config) -> bool:
+    """After publishing, outside the publish lock: ping the WebSub hubs of changed feeds and
+    mail the editions due; False when some mail could not go (it is retried later)."""
+    from digest.outreach import reach_out
+
+    result = reach_out(store, config.settings, config.timings.lease)
+    for line in result.problems:
+        err.print(line, markup=False)
+    for line in result.done:
+        click.echo(line)
+    return not result.mail_undelivered
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -31,6 +31,7 @@ from digest.config_file import ConfigDocument, dotted
 from digest.config_file import ConfigError as ConfigError  # what load_config raises
 
 FEED_SCHEMES = ("http", "https", "gemini", "file")
+SMTP_PORTS = {"none": 25, "starttls": 587, "tls": 465}  # each security's usual port
 DEFAULT_BUSY_TIMEOUT = 30.0  # seconds (site.busy_timeout)
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -106,6 +107,17 @@ class SiteSettings(_Strict):
     # feed_content_kb, the rest with title and summary only, so a reader's fetch stays small.
     feed_editions: int = Field(default=20, ge=1, le=1000)
     feed_content_kb: int = Field(default=150, ge=1)
+    # WebSub hubs told when a published Atom feed changes (digest.websub).
+    websub_hubs: tuple[str, ...] = ()
+
+    @field_validator("websub_hubs")
+    @classmethod
+    def _hub_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for hub in value:
+            parts = urlsplit(hub)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"expected an http or https URL of a WebSub hub, got {hub!r}")
+        return value
 
     @field_validator("base_url", "gemini_base_url")
     @classmethod
@@ -144,6 +156,18 @@ class StreamSettings(_Strict):
     # Rules (digest.rules), applied when an edition closes, never when entries are stored.
     exclude: tuple[Pattern, ...] = ()
     include: tuple[Pattern, ...] = ()
+    mail_to: tuple[str, ...] = ()  # each closed edition is mailed to these (digest.mail)
+
+    @field_validator("mail_to")
+    @classmethod
+    def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
+        for address in value:
+            bare = mail_address(address).casefold()
+            if bare in seen:
+                raise ValueError(f"{address!r} is listed twice: list each address once")
+            seen.add(bare)
+        return value
 
     @field_validator("schedule")
     @classmethod
@@ -238,6 +262,70 @@ class RetentionSettings(_Strict):
     unpublished: Duration | None = timedelta(days=90)
 
 
+def mail_address(value: str) -> str:
+    """The bare address of `value` ("Name <a@b.example>" or "a@b.example"); ValueError when
+    it is not one address, or when it would break a header (a line break)."""
+    from email.utils import parseaddr  # here: `digest check` and the CLI start without email
+
+    if any(char in value for char in "\r\n"):
+        raise ValueError(f"a mail address has no line breaks: {value!r}")
+    _name, address = parseaddr(value)
+    local, at, domain = address.rpartition("@")
+    if not at or not local or "." not in domain or " " in address:
+        raise ValueError(f"expected a mail address such as links@example.org, got {value!r}")
+    return address
+
+
+class SmtpSettings(_Strict):
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: the security's usual port
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    user: str = ""
+    # The password is read from this environment variable only, never from the file.
+    password_env: str = ""
+    timeout: float = Field(default=30.0, gt=0)  # seconds for each SMTP step
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password_in_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "the password is never read from the file: put it in an environment variable "
+                "and name that variable in password_env"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _user_and_password(self) -> SmtpSettings:
+        if bool(self.user) != bool(self.password_env):
+            raise ValueError("user and password_env go together (a login needs both)")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or SMTP_PORTS[self.security]
+
+
+class MailSettings(_Strict):
+    smtp: SmtpSettings
+    sender: str = Field(alias="from")
+    # Where a reader unsubscribes (a mailto: or https: URL); default: a mail to the sender.
+    list_unsubscribe: str = ""
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        mail_address(value)
+        return value
+
+    @field_validator("list_unsubscribe")
+    @classmethod
+    def _unsubscribe(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("mailto", "https", "http"):
+            raise ValueError(f"expected a mailto: or https: URL, got {value!r}")
+        return value
+
+
 class Settings(_Strict):
     site: SiteSettings
     streams: dict[str, StreamSettings]
@@ -247,6 +335,7 @@ class Settings(_Strict):
     # carries them.
     block_domains: tuple[Domain, ...] = ()
     retention: RetentionSettings = RetentionSettings()
+    mail: MailSettings | None = None
 
     @field_validator("streams")
     @classmethod
@@ -267,7 +356,8 @@ class Timings:
 
     # Close every stream on this interval instead of its schedule.
     close_every: timedelta | None = None
-    # A poller's hold on the feeds it claimed (None: long enough for fetch.timeout).
+    # A poller's hold on the feeds it claimed (None: long enough for fetch.timeout), and a
+    # mail sender's on the message it sends (None: long enough for mail.smtp.timeout).
     lease: timedelta | None = None
     # How often a standby node asks for the publisher role.
     leader_check: timedelta = timedelta(seconds=5)
@@ -320,6 +410,7 @@ def load_config(path: Path, timings: Timings = Timings()) -> Config:
     lines = document.lines
     problems = document.problems
     problems += [(_line_of(loc, lines), loc, message) for loc, message in _unknown_streams(data)]
+    problems += [(_line_of(loc, lines), loc, message) for loc, message in _mail_unset(data)]
     problems += _duplicate_feeds(data, lines, path.parent.resolve())
     try:
         settings = Settings.model_validate(data)
@@ -380,6 +471,19 @@ def _unknown_streams(data: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], st
         stream = feed.get("stream") if isinstance(feed, dict) else None
         if isinstance(stream, str) and stream not in streams:
             yield ("feeds", index, "stream"), f"unknown stream {stream!r} (known: {known})"
+
+
+def _mail_unset(data: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Streams with recipients on a site with no `mail:` section to send through."""
+    streams = data.get("streams")
+    if data.get("mail") is not None or not isinstance(streams, dict):
+        return
+    for name, stream in streams.items():
+        if isinstance(stream, dict) and stream.get("mail_to"):
+            yield (
+                ("streams", name, "mail_to"),
+                "needs a top-level mail: section (smtp server and from address) to send with",
+            )
 
 
 def _describe(

@@ -34,6 +34,8 @@ from digest.clock import CLOSINGS_FILE, ClosingsRecord, close_trigger, last_fire
 from digest.config import Config, ConfigError, Settings, load_config
 from digest.leader import PublisherRole
 from digest.locks import LockBusy
+from digest.mail import queue_deliveries
+from digest.outreach import reach_out
 from digest.poll import PULLED_BACK, Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
 from digest.render import RenderError
@@ -44,6 +46,7 @@ from digest.store.db import database_problem
 log = logging.getLogger("digest.daemon")
 
 CONFIG_CHECK_SECONDS = 2.0
+OUTREACH_SECONDS = 60.0  # how often a publisher retries WebSub pings and mail that wait
 STOP_GRACE_SECONDS = 3.0  # for the poll in flight, before it is cancelled
 PRUNE_AFTER_START = timedelta(minutes=10)
 JOB_DEFAULTS = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
@@ -98,6 +101,9 @@ class Daemon:
                 IntervalTrigger(seconds=self.config.timings.leader_check.total_seconds()),
                 id="lead",
                 next_run_time=datetime.now(UTC),
+            )
+            self.scheduler.add_job(
+                self._job(self._reach_out), IntervalTrigger(seconds=OUTREACH_SECONDS), id="outreach"
             )
             # Once a day, the first a little after start: a daemon restarted daily prunes too.
             self.scheduler.add_job(
@@ -318,7 +324,9 @@ class Daemon:
                 log.info("stream %s: nothing new to close", name)
             else:
                 log.info("closed %s: %s", edition.path, edition.title)
+                queue_deliveries(self.store, settings, [edition], datetime.now(UTC))
             self._render()
+        self._reach_out()
 
     def _prune(self) -> None:
         """Retention, on the publishing node only (one node prunes), in small batches."""
@@ -335,6 +343,7 @@ class Daemon:
             return
         with publishing(self.config.settings, cancel=self.stopping):
             self._render()
+        self._reach_out()
 
     def _render(self) -> None:
         report = render(self.store, self.config.settings)
@@ -345,6 +354,18 @@ class Daemon:
                 len(report.unchanged),
                 self.config.settings.site.output_dir,
             )
+
+    def _reach_out(self) -> None:
+        """WebSub pings and mail due, outside the publish lock; what fails waits for a retry."""
+        if not self._publishes() or self.stopping.is_set():
+            return
+        result = reach_out(
+            self.store, self.config.settings, self.config.timings.lease, cancel=self.stopping
+        )
+        for line in result.problems:
+            log.warning("%s", line)
+        for line in result.done:
+            log.info("%s", line)
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping.is_set():

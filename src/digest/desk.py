@@ -9,10 +9,9 @@ all of it or nothing, and stores it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -20,13 +19,18 @@ from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.draft_file import Edits, EmptyDraftFile, parse_draft_file, render_draft_file
-from digest.editions import Edition, Plan, edition_from_row, edition_path, plan_edition
+from digest.editions import (
+    Edition,
+    Plan,
+    edition_from_row,
+    edition_path,
+    plan_edition,
+    stored_edition,
+)
 from digest.handles import entry_id_of, handle_of
 from digest.rules import blocked_domain, stream_rules
 from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow, Store
 from digest.store.choices import set_headlines, set_hidden, set_pinned, set_title
-
-_EDITION_PATH = re.compile(r"^([a-z0-9][a-z0-9_-]*)/(\d{4})/(\d{2})/(\d{2})/([1-9]\d*)(?:\.\w+)?$")
 
 
 class DeskError(Exception):
@@ -415,21 +419,12 @@ def apply_edits(store: Store, draft: Draft, edits: Edits, now: datetime) -> None
 
 def find_edition(session: Session, path: str) -> EditionRow:
     """The edition at `path` (links/2026/12/02/1, an extension allowed); DeskError if none."""
-    match = _EDITION_PATH.match(path.strip().strip("/"))
-    if match is None:
-        raise DeskError([f"{path!r} is not an edition: name it as links/2026/12/02/1"])
-    stream, year, month, day, number = match.groups()
     try:
-        day_of = date(int(year), int(month), int(day))
-    except ValueError:
-        raise DeskError([f"{path!r}: not a date"]) from None
-    row = session.scalar(
-        select(EditionRow).where(
-            EditionRow.stream == stream, EditionRow.date == day_of, EditionRow.number == int(number)
-        )
-    )
+        row = stored_edition(session, path)
+    except ValueError as error:
+        raise DeskError([str(error)]) from None
     if row is None:
-        raise DeskError([f"no edition {edition_path(stream, day_of, int(number))} in the database"])
+        raise DeskError([f"no edition {path.strip().strip('/')} in the database"])
     return row
 
 

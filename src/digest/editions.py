@@ -7,6 +7,7 @@ time, so later changes to an entry never change a published edition.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from itertools import groupby
@@ -474,6 +475,27 @@ def edition_paths(session: Session) -> list[str]:
         edition_path(row.stream, row.date, row.number)
         for row in session.execute(select(EditionRow.stream, EditionRow.date, EditionRow.number))
     ]
+
+
+def stored_edition(session: Session, path: str) -> EditionRow | None:
+    """The stored edition at `path` (links/2026/12/02/1, an extension allowed), None if there
+    is none; ValueError when `path` cannot name an edition."""
+    match = _EDITION_PATH.match(path.strip().strip("/"))
+    if match is None:
+        raise ValueError(f"{path!r} is not an edition: name it as links/2026/12/02/1")
+    stream, year, month, day, number = match.groups()
+    try:
+        day_of = date(int(year), int(month), int(day))
+    except ValueError:
+        raise ValueError(f"{path!r}: not a date") from None
+    return session.scalar(
+        select(EditionRow).where(
+            EditionRow.stream == stream, EditionRow.date == day_of, EditionRow.number == int(number)
+        )
+    )
+
+
+_EDITION_PATH = re.compile(r"^([a-z0-9][a-z0-9_-]*)/(\d{4})/(\d{2})/(\d{2})/([1-9]\d*)(?:\.\w+)?$")
 
 
 def edition_path(stream: str, day: date, number: int) -> str:

@@ -10,14 +10,20 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # tempfile.mkstemp puts 8 characters of [a-z0-9_] between our prefix and suffix.
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` (its folders created) with `data`; readers see the old or the new file."""
+def write_atomically(
+    path: Path, data: bytes, mode: int = 0o644, check: Callable[[Path], None] | None = None
+) -> None:
+    """Replace `path` (its folders created) with `data`; readers see the old or the new file.
+
+    `check`, given the written temporary file, may raise to leave `path` as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -27,6 +33,8 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.fsync(tmp.fileno())
         # mkstemp makes the file private; our files are for the web server to read.
         os.chmod(tmp_name, mode)
+        if check is not None:
+            check(Path(tmp_name))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

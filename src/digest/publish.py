@@ -42,6 +42,7 @@ from digest.editions import (
 )
 from digest.files import remove_temporary_files, write_atomically
 from digest.locks import publish_lock
+from digest.opml import export_opml
 from digest.render import (
     PageRecord,
     RecentPost,
@@ -51,7 +52,7 @@ from digest.render import (
     render_site,
 )
 from digest.rules import stream_rules
-from digest.store import EditionRow, EntryRow, FeedRow, Store
+from digest.store import EditionRow, EntryRow, FeedRow, Store, disabled_feeds
 from digest.store.pages import (
     KeptEdition,
     forget_pages,
@@ -60,6 +61,7 @@ from digest.store.pages import (
     replace_kept_editions,
 )
 from digest.store.pages import kept_editions as stored_kept_editions
+from digest.websub import record_pings
 
 log = logging.getLogger("digest.publish")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
@@ -245,6 +247,8 @@ def site_content(session: Session, settings: Settings) -> SiteContent:
         index_editions=site.index_editions,
         feed_editions=site.feed_editions,
         feed_content_bytes=site.feed_content_kb * 1024,
+        blogroll=export_opml(settings, disabled_feeds(session), public=True),
+        websub_hubs=site.websub_hubs,
     )
 
 
@@ -310,6 +314,7 @@ def render(store: Store, settings: Settings, *, full: bool = False) -> RenderRep
     token_text = secrets.token_hex(16)
     with store.writing() as session:
         record_pages(session, {**report.records, MARKER: PageRecord("", token_text)})
+        record_pings(session, settings, report.written, datetime.now(UTC))
     write_atomically(marker, token_text.encode("ascii"))
     return report
 

@@ -83,6 +83,8 @@ class SiteContent:
     index_editions: int = INDEX_EDITIONS  # editions a stream index lists
     feed_editions: int = FEED_EDITIONS  # editions a stream feed lists
     feed_content_bytes: int = FEED_CONTENT_BYTES  # full editions go in while under this
+    blogroll: bytes | None = None  # feeds.opml, the feeds the site follows (digest.opml)
+    websub_hubs: Sequence[str] = ()  # named in every Atom feed (digest.websub)
 
 
 class PageRecord(NamedTuple):
@@ -110,6 +112,7 @@ class RenderError(Exception):
         self.path = path
 
 
+BLOGROLL = "feeds.opml"
 # Starts of a gemtext line that make it something other than a text line.
 _GEMTEXT_MARKERS = ("=>", "#", "*", ">", "```")
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -129,6 +132,8 @@ class SiteView:
     url: str
     gemini_url: str
     feed_url: str
+    blogroll_url: str | None = None
+    hubs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,8 @@ def _pages(
         url=content.base_url,
         gemini_url=content.gemini_base_url,
         feed_url=content.base_url + "feed.xml",
+        blogroll_url=None if content.blogroll is None else content.base_url + BLOGROLL,
+        hubs=tuple(content.websub_hubs),
     )
     base = _fingerprint(
         _templates_fingerprint(env),
@@ -374,6 +381,8 @@ def _pages(
         return env.get_template(name).render(site=site, **context).encode("utf-8")
 
     yield _Pages(("style.css",), base, lambda: (_static(env, "style.css"),))
+    if (blogroll := content.blogroll) is not None:
+        yield _Pages((BLOGROLL,), _fingerprint(blogroll), lambda: (blogroll,))
     streams = []
     for stream in content.streams:
         view = _stream_view(stream, content)
@@ -435,7 +444,7 @@ def _stream_pages(
     marks = {edition.path: edition_fingerprint(edition) for edition in listed}
 
     def edition_pages(edition: Edition) -> tuple[bytes, ...]:
-        shown = _edition_view(load(edition), content, tz)
+        shown = edition_view(load(edition), content.base_url, content.gemini_base_url, tz)
         # page_url "" keeps the contents anchors relative on the page itself.
         context = {
             "stream": view,
@@ -523,7 +532,9 @@ def _stream_pages(
 def _edition_views(
     editions: Sequence[Edition], content: SiteContent, tz: ZoneInfo
 ) -> tuple[EditionView, ...]:
-    return tuple(_edition_view(edition, content, tz) for edition in editions)
+    return tuple(
+        edition_view(edition, content.base_url, content.gemini_base_url, tz) for edition in editions
+    )
 
 
 def _archive_pages(
@@ -564,7 +575,7 @@ def _stream_feed(
     for edition in editions:
         html = None
         if budget > 0 and edition.path not in kept:
-            shown = _edition_view(load(edition), content, tz)
+            shown = edition_view(load(edition), content.base_url, content.gemini_base_url, tz)
             html = env.get_template("edition_content.html").render(
                 edition=shown, page_url=shown.url
             )
@@ -572,7 +583,7 @@ def _stream_feed(
             if budget < 0:
                 html = None
         else:
-            shown = _edition_view(edition, content, tz)
+            shown = edition_view(edition, content.base_url, content.gemini_base_url, tz)
         entries.append(
             _feed_entry(shown.url, shown.title, shown.timestamp, shown.updated, shown.summary, html)
         )
@@ -671,7 +682,10 @@ def _newest_first(editions: Sequence[Edition], kept: Sequence[Edition]) -> list[
     return sorted([*editions, *kept], key=lambda edition: edition.closed_at, reverse=True)
 
 
-def _edition_view(edition: Edition, content: SiteContent, tz: ZoneInfo) -> EditionView:
+def edition_view(
+    edition: Edition, base_url: str, gemini_base_url: str, tz: ZoneInfo
+) -> EditionView:
+    """An edition as its templates see it (pages here, mail in digest.mail)."""
     local = _local(edition.closed_at, tz)
     anchors: set[str] = set()
     sections = []
@@ -698,8 +712,8 @@ def _edition_view(edition: Edition, content: SiteContent, tz: ZoneInfo) -> Editi
         date=f"{edition.date:%Y-%m-%d}",
         shown_time=f"{local.day} {local:%B %Y, %H:%M %Z}",
         timestamp=_timestamp(edition.closed_at, tz),
-        url=f"{content.base_url}{edition.path}.html",
-        gemini_url=f"{content.gemini_base_url}{edition.path}.gmi",
+        url=f"{base_url}{edition.path}.html",
+        gemini_url=f"{gemini_base_url}{edition.path}.gmi",
         sections=tuple(sections),
         updated=_timestamp(edition.updated_at or edition.closed_at, tz),
     )

@@ -58,6 +58,7 @@ _CONTENT_TYPES = {
     ".xml": "application/xml; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",  # feeds.opml: what feed readers expect to import
 }
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 # aiohttp's default access format, named here so the log lines stay what operators grep for.

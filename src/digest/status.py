@@ -56,6 +56,7 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
             "next_closing": fire.isoformat() if fire else None,
         }
     return {
+        **outreach_status(store, now),
         "daemon": {"running": pid is not None, "pid": pid},
         "last_poll": max(polls).isoformat() if polls else None,
         "feeds": len(health),
@@ -73,5 +74,31 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
                 "feeds_held": worker.feeds_held,
             }
             for worker in workers
+        ],
+    }
+
+
+def outreach_status(store: Store, now: datetime) -> dict[str, Any]:
+    """The mail not yet delivered and the WebSub pings not yet taken by their hub."""
+    from digest.mail import waiting_deliveries
+    from digest.websub import pending_pings
+
+    return {
+        "mail_waiting": [
+            {
+                "edition": delivery.edition,
+                "to": delivery.recipient,
+                "state": delivery.state,
+                "attempts": delivery.attempts,
+                "next_attempt": delivery.next_attempt_at.isoformat()
+                if delivery.next_attempt_at
+                else None,
+                "last_error": delivery.last_error,
+            }
+            for delivery in waiting_deliveries(store, now)
+        ],
+        "websub_waiting": [
+            {"hub": ping.hub, "feed": ping.topic, "last_error": ping.error}
+            for ping in pending_pings(store)
         ],
     }

@@ -362,3 +362,13 @@ def feed_health(session: Session) -> list[FeedHealth]:
         )
         for row in rows
     ]
+
+
+def disabled_feeds(session: Session) -> dict[str, str]:
+    """Why each feed of feeds.yaml that digest stopped polling was stopped, by its URL there."""
+    rows = session.execute(
+        select(FeedRow.config_url, FeedRow.disabled_reason).where(
+            FeedRow.active, FeedRow.disabled_reason.is_not(None)
+        )
+    )
+    return {url: reason or "" for url, reason in rows}

@@ -278,3 +278,43 @@ class KeptEditionRow(Base):
     __table_args__ = (
         UniqueConstraint("stream", "date", "number", name="uq_kept_editions_stream_date_number"),
     )
+
+
+class MailDeliveryRow(Base):
+    """One edition for one recipient (digest.mail): queued when the edition closes, claimed
+    while it is sent, so that a crash or a down mail server neither sends it twice nor
+    loses it."""
+
+    __tablename__ = "mail_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(400))
+    state: Mapped[str] = mapped_column(String(10))  # pending, sending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When it may be tried (pending), or when a send in flight is taken for dead (sending).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("edition_id", "recipient", name="uq_mail_deliveries_edition_recipient"),
+        Index("ix_mail_deliveries_due", "state", "next_attempt_at"),
+    )
+
+
+class HubPingRow(Base):
+    """A WebSub hub not yet told that a feed changed (digest.websub): written before the
+    ping, removed once the hub took it, so a failed or interrupted ping is sent next run."""
+
+    __tablename__ = "hub_pings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(1000))
+    topic: Mapped[str] = mapped_column(String(1000))  # the feed's URL
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("hub", "topic", name="uq_hub_pings_hub_topic"),)

@@ -1,0 +1,531 @@
+"""Editions by email: each newly closed edition goes once to each of its stream's `mail_to`.
+
+A delivery is a row per edition and recipient, queued when the edition closes and moved
+pending -> sending -> sent (or failed) in short transactions around the SMTP exchange:
+
+- a run claims one delivery at a time (state `sending`, a lease until it is taken for dead),
+  sends it, then marks it `sent`. Another runner never takes a claimed delivery, so two
+  runners never send one twice;
+- a down or refusing server (a 4xx answer, a refused login, no connection) leaves the
+  delivery `pending` with a backoff; the next run after it retries. A recipient refused for
+  good (5xx) or one past MAX_ATTEMPTS tries is `failed`, which `digest status` shows;
+- a run killed mid-send leaves its one claimed delivery `sending`: once its lease is over it
+  is sent again. The server may already have taken it, so that one message can arrive twice
+  (with the same Message-ID, which mail programs use to fold duplicates); no other can.
+
+Editions closed while a run was killed between closing and queueing are caught up: a stream's
+editions newer than its newest one with deliveries, and with none, are queued too.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from urllib.parse import quote, urlsplit
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from digest.config import MailSettings, Settings, SmtpSettings, StreamSettings, mail_address
+from digest.editions import Edition, edition_from_row, edition_path, stored_edition
+from digest.parse.text import clean_text
+from digest.render import edition_view, make_environment
+from digest.store import EditionRow, Store
+from digest.store.models import MailDeliveryRow
+
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+MAX_ATTEMPTS = 12  # with the backoff below: about a day of tries
+FIRST_RETRY = timedelta(minutes=2)
+LONGEST_RETRY = timedelta(hours=4)
+# How far back a run looks for editions a killed run closed but never queued.
+CATCH_UP = timedelta(days=1)
+# How long `digest status` lists a delivery that failed for good.
+FAILED_SHOWN_FOR = timedelta(days=7)
+
+
+class MailError(Exception):
+    """Mail could not go out at all (no connection, a refused login, no password): one line."""
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long to wait after the `attempts`-th failed try: doubling, capped."""
+    delay: timedelta = FIRST_RETRY * 2 ** max(attempts - 1, 0)
+    return min(delay, LONGEST_RETRY)
+
+
+def send_lease(smtp: SmtpSettings, lease: timedelta | None = None) -> timedelta:
+    """How long a claimed delivery is left to its sender before another run takes it for
+    dead: long enough for connecting and the four SMTP steps of one message."""
+    return lease or timedelta(seconds=5 * smtp.timeout)
+
+
+# --- queueing -------------------------------------------------------------------------------
+
+
+def queue_deliveries(
+    store: Store, settings: Settings, editions: Sequence[Edition], now: datetime
+) -> int:
+    """Queue the newly closed `editions` for their streams' recipients, and any edition a
+    killed run closed but never queued (see the module docstring); returns how many."""
+    mailed = {name: s.mail_to for name, s in settings.streams.items() if s.mail_to}
+    if settings.mail is None or not mailed:
+        return 0
+    try:
+        return _queue(store, mailed, editions, now)
+    except IntegrityError:
+        # Another runner queued some of them between our look and our insert: look again.
+        return _queue(store, mailed, editions, now)
+
+
+def _queue(
+    store: Store,
+    mailed: dict[str, tuple[str, ...]],
+    editions: Sequence[Edition],
+    now: datetime,
+) -> int:
+    queued = 0
+    with store.writing() as session:
+        for name, recipients in mailed.items():
+            closed = [e for e in editions if e.stream == name]
+            for edition_id in _editions_to_queue(session, name, closed, now - CATCH_UP):
+                session.add_all(
+                    MailDeliveryRow(
+                        edition_id=edition_id,
+                        recipient=recipient,
+                        state=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                    for recipient in recipients
+                )
+                queued += len(recipients)
+    return queued
+
+
+def _editions_to_queue(
+    session: Session, stream: str, closed: Sequence[Edition], since: datetime
+) -> list[int]:
+    """The ids of the stream's editions to queue: those just closed, and those closed after
+    `since` and after the newest edition that has deliveries, without any of their own (not
+    older ones: a stream whose mail_to comes back after a while does not mail its backlog)."""
+    ids = [
+        row_id
+        for edition in closed
+        if (
+            row_id := session.scalar(
+                select(EditionRow.id).where(
+                    EditionRow.stream == stream,
+                    EditionRow.date == edition.date,
+                    EditionRow.number == edition.number,
+                )
+            )
+        )
+        is not None
+    ]
+    newest = session.scalar(
+        select(func.max(MailDeliveryRow.edition_id))
+        .join(EditionRow, EditionRow.id == MailDeliveryRow.edition_id)
+        .where(EditionRow.stream == stream)
+    )
+    if newest is not None:
+        ids += session.scalars(
+            select(EditionRow.id).where(
+                EditionRow.stream == stream, EditionRow.id > newest, EditionRow.closed_at > since
+            )
+        )
+    has_deliveries = set(
+        session.scalars(
+            select(MailDeliveryRow.edition_id).where(MailDeliveryRow.edition_id.in_(ids))
+        )
+    )
+    return sorted(set(ids) - has_deliveries)
+
+
+# --- composing ------------------------------------------------------------------------------
+
+
+def compose(edition: Edition, settings: Settings, recipient: str) -> EmailMessage:
+    """The edition as a message to `recipient`: a plain-text part for terminal mail readers
+    and an HTML part, each from its template (overridable like the pages' templates)."""
+    mail = _mail(settings)
+    site = settings.site
+    stream = settings.streams.get(edition.stream, StreamSettings())
+    host = urlsplit(site.base_url).hostname or "localhost"
+    view = edition_view(edition, site.base_url, site.gemini_base_url or site.base_url, site.zone)
+    unsubscribe = unsubscribe_url(mail, edition.stream)
+    stream_title = clean_text(stream.display_label(edition.stream))
+    stream_url = f"{site.base_url}{edition.stream}/"
+    context = {
+        "edition": view,
+        "site_title": clean_text(site.title),
+        "stream_title": stream_title,
+        "stream_url": stream_url,
+        "unsubscribe": unsubscribe,
+    }
+    env = make_environment(site.templates)
+    message = EmailMessage()
+    message["Subject"] = view.title
+    message["From"] = mail.sender
+    message["To"] = recipient
+    message["Date"] = format_datetime(edition.closed_at)
+    message["Message-ID"] = message_id(edition, host)
+    message["List-Id"] = f"{_phrase(stream_title)} <{edition.stream}.{host}>"
+    message["List-Unsubscribe"] = f"<{unsubscribe}>"
+    message["List-Archive"] = f"<{stream_url}>"
+    message["Precedence"] = "list"
+    message.set_content(env.get_template("edition_mail.txt").render(**context))
+    message.add_alternative(env.get_template("edition_mail.html").render(**context), subtype="html")
+    return message
+
+
+def message_id(edition: Edition, host: str) -> str:
+    """The same for every copy and every try of an edition: mail programs fold duplicates."""
+    return f"<{edition.path.replace('/', '.')}@{host}>"
+
+
+def unsubscribe_url(mail: MailSettings, stream: str) -> str:
+    if mail.list_unsubscribe:
+        return mail.list_unsubscribe
+    return f"mailto:{mail_address(mail.sender)}?subject={quote(f'unsubscribe {stream}')}"
+
+
+def _phrase(text: str) -> str:
+    """A display name for a header, quoted when it holds specials."""
+    plain = all(char.isalnum() or char in " -_.!#$%&'*+/=?^`{|}~" for char in text)
+    return text if plain else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _mail(settings: Settings) -> MailSettings:
+    if settings.mail is None:
+        raise MailError("mail: no mail: section in the config to send with")
+    return settings.mail
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+@dataclass
+class MailSummary:
+    sent: list[tuple[str, str]] = field(default_factory=list)  # (edition path, recipient)
+    retried: list[tuple[str, str, str]] = field(default_factory=list)  # (..., error)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # given up
+    problem: str | None = None  # why nothing more could be sent (one line)
+
+    def lines(self) -> list[str]:
+        """What went wrong, one line each, for stderr or the log."""
+        lines = [
+            f"mail: {path} to {to}: {error}; tried again later" for path, to, error in self.retried
+        ]
+        lines += [f"mail: {path} to {to}: {error}; not sent" for path, to, error in self.failed]
+        return lines + ([self.problem] if self.problem else [])
+
+
+def deliver_due(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    lease: timedelta | None = None,
+    cancel: threading.Event | None = None,
+) -> MailSummary:
+    """Send the deliveries that are due, one claimed at a time, over one connection;
+    `cancel` (the daemon stopping) ends it between two messages."""
+    summary = MailSummary()
+    if settings.mail is None or not _any_due(store, now):
+        return summary
+    smtp = settings.mail.smtp
+    hold = send_lease(smtp, lease)
+    editions: dict[int, Edition] = {}
+    connection: smtplib.SMTP | None = None
+    try:
+        while not (cancel and cancel.is_set()) and (claimed := _claim(store, now, hold)):
+            delivery_id, edition_id, recipient, attempts = claimed
+            edition = editions.get(edition_id) or _edition(store, edition_id)
+            if edition is None:  # removed since it was queued (the edition is gone)
+                _finish(store, delivery_id, FAILED, now, "the edition no longer exists")
+                continue
+            editions[edition_id] = edition
+            stream = settings.streams.get(edition.stream)
+            if stream is None or recipient not in stream.mail_to:
+                gone = f"no longer in streams.{edition.stream}.mail_to"
+                _finish(store, delivery_id, FAILED, now, gone)
+                continue
+            try:
+                if connection is None:
+                    connection = _connect(smtp)
+            except MailError as error:
+                _retry(store, delivery_id, attempts, now, str(error), count=False)
+                summary.problem = f"{error}; {_defer_all(store, now, str(error))} messages wait"
+                break
+            error_text, permanent = _send(connection, compose(edition, settings, recipient))
+            if error_text is None:
+                _finish(store, delivery_id, SENT, now)
+                summary.sent.append((edition.path, recipient))
+                continue
+            if permanent or attempts >= MAX_ATTEMPTS:
+                _finish(store, delivery_id, FAILED, now, error_text)
+                summary.failed.append((edition.path, recipient, error_text))
+            else:
+                _retry(store, delivery_id, attempts, now, error_text)
+                summary.retried.append((edition.path, recipient, error_text))
+            if not _alive(connection):
+                connection = None
+    finally:
+        if connection is not None:
+            _quit(connection)
+    return summary
+
+
+def send_one(settings: Settings, edition: Edition, recipient: str) -> None:
+    """Send an edition to one address now, outside the queue (`digest mail --to`)."""
+    mail_address(recipient)
+    connection = _connect(_mail(settings).smtp)
+    try:
+        error, _permanent = _send(connection, compose(edition, settings, recipient))
+    finally:
+        _quit(connection)
+    if error is not None:
+        raise MailError(f"mail: {edition.path} to {recipient}: {error}")
+
+
+def find_edition(store: Store, path: str) -> Edition | None:
+    """An edition by its path (links/2025/03/28/1), as `digest build` names it."""
+    with store.reading() as session:
+        try:
+            row = stored_edition(session, path)
+        except ValueError:
+            return None
+        return None if row is None else edition_from_row(session, row)
+
+
+def _edition(store: Store, edition_id: int) -> Edition | None:
+    with store.reading() as session:
+        row = session.get(EditionRow, edition_id)
+        return None if row is None else edition_from_row(session, row)
+
+
+def _any_due(store: Store, now: datetime) -> bool:
+    with store.reading() as session:
+        return (
+            session.scalar(
+                select(MailDeliveryRow.id)
+                .where(
+                    MailDeliveryRow.state.in_((PENDING, SENDING)),
+                    MailDeliveryRow.next_attempt_at <= now,
+                )
+                .limit(1)
+            )
+            is not None
+        )
+
+
+def _claim(store: Store, now: datetime, hold: timedelta) -> tuple[int, int, str, int] | None:
+    """Take the next due delivery (pending, or sending past its lease: its sender died) for
+    this run: (id, edition id, recipient, attempts including this one)."""
+    with store.writing() as session:
+        row = session.scalars(
+            select(MailDeliveryRow)
+            .where(
+                MailDeliveryRow.state.in_((PENDING, SENDING)),
+                MailDeliveryRow.next_attempt_at <= now,
+            )
+            .order_by(MailDeliveryRow.next_attempt_at, MailDeliveryRow.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            return None
+        row.state = SENDING
+        row.attempts += 1
+        row.next_attempt_at = now + hold
+        return row.id, row.edition_id, row.recipient, row.attempts
+
+
+def _finish(
+    store: Store, delivery_id: int, state: str, now: datetime, error: str | None = None
+) -> None:
+    sent_at = now if state == SENT else None
+    _record(
+        store, delivery_id, state=state, next_attempt_at=None, last_error=error, sent_at=sent_at
+    )
+
+
+def _retry(
+    store: Store, delivery_id: int, attempts: int, now: datetime, error: str, count: bool = True
+) -> None:
+    """Back to pending, after a backoff; `count`: whether this try counts against the message
+    (not when the server could not be reached at all: that is no fault of the message)."""
+    _record(
+        store,
+        delivery_id,
+        state=PENDING,
+        attempts=attempts if count else attempts - 1,
+        next_attempt_at=now + retry_delay(attempts),
+        last_error=error,
+    )
+
+
+def _record(store: Store, delivery_id: int, **values: object) -> None:
+    with store.writing() as session:
+        session.execute(
+            update(MailDeliveryRow).where(MailDeliveryRow.id == delivery_id).values(**values)
+        )
+
+
+def _defer_all(store: Store, now: datetime, error: str) -> int:
+    """Put every due pending delivery back by the first retry delay (the server is down or
+    refuses us); returns how many wait, the one just tried included."""
+    with store.writing() as session:
+        session.execute(
+            update(MailDeliveryRow)
+            .where(MailDeliveryRow.state == PENDING, MailDeliveryRow.next_attempt_at <= now)
+            .values(next_attempt_at=now + FIRST_RETRY, last_error=error)
+        )
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(MailDeliveryRow)
+            .where(MailDeliveryRow.state.in_((PENDING, SENDING)))
+        )
+    return waiting or 0
+
+
+def _connect(smtp: SmtpSettings) -> smtplib.SMTP:
+    """A connection, secured and logged in as the config says; MailError in one line."""
+    where = f"{smtp.host}:{smtp.effective_port}"
+    password = None
+    if smtp.user:
+        password = os.environ.get(smtp.password_env)
+        if not password:
+            raise MailError(
+                f"mail: the environment variable {smtp.password_env} (mail.smtp.password_env) "
+                "is not set: it holds the SMTP password"
+            )
+    context = ssl.create_default_context()
+    connection: smtplib.SMTP | None = None
+    try:
+        if smtp.security == "tls":
+            connection = smtplib.SMTP_SSL(
+                smtp.host, smtp.effective_port, timeout=smtp.timeout, context=context
+            )
+        else:
+            connection = smtplib.SMTP(smtp.host, smtp.effective_port, timeout=smtp.timeout)
+            if smtp.security == "starttls":
+                connection.starttls(context=context)
+        if smtp.user and password is not None:
+            connection.login(smtp.user, password)
+    except smtplib.SMTPAuthenticationError as error:
+        _quit(connection)
+        raise MailError(
+            f"mail: {where} refused the login of user {smtp.user!r} ({_reply(error)}): "
+            f"check mail.smtp.user and the password in ${smtp.password_env}"
+        ) from None
+    except smtplib.SMTPNotSupportedError as error:
+        _quit(connection)
+        raise MailError(f"mail: {where}: {error} (check mail.smtp.security)") from None
+    except (smtplib.SMTPException, OSError) as error:
+        _quit(connection)
+        raise MailError(f"mail: cannot reach the SMTP server {where}: {_reason(error)}") from None
+    return connection
+
+
+def _send(connection: smtplib.SMTP, message: EmailMessage) -> tuple[str | None, bool]:
+    """Send one message: (None, _) when the server took it, else (why, whether for good)."""
+    try:
+        refused = connection.send_message(message)
+    except smtplib.SMTPRecipientsRefused as error:
+        codes = [code for code, _ in error.recipients.values()]
+        return _reply(error), all(code >= 500 for code in codes)
+    except smtplib.SMTPResponseException as error:
+        return _reply(error), False  # a sender or data refusal: retried, then given up
+    except (smtplib.SMTPException, OSError) as error:
+        return _reason(error), False
+    if refused:
+        return "; ".join(
+            f"{code} {text.decode(errors='replace')}" for code, text in refused.values()
+        ), False
+    return None, False
+
+
+def _reply(error: smtplib.SMTPException) -> str:
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return "; ".join(
+            f"{code} {text.decode(errors='replace')}" for code, text in error.recipients.values()
+        )
+    if isinstance(error, smtplib.SMTPResponseException):
+        text = error.smtp_error
+        text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+        return f"{error.smtp_code} {' '.join(text.split())}"
+    return _reason(error)
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, TimeoutError):
+        return f"no answer in time ({text or 'timed out'})"
+    return text or type(error).__name__
+
+
+def _alive(connection: smtplib.SMTP) -> bool:
+    try:
+        return connection.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+def _quit(connection: smtplib.SMTP | None) -> None:
+    if connection is None:
+        return
+    try:
+        connection.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.close()
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Waiting:
+    edition: str  # path
+    recipient: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+def waiting_deliveries(store: Store, now: datetime) -> list[Waiting]:
+    """The deliveries not sent: pending, in flight, and failed in the last week, oldest
+    first (digest status)."""
+    with store.reading() as session:
+        rows = session.execute(
+            select(MailDeliveryRow, EditionRow)
+            .join(EditionRow, EditionRow.id == MailDeliveryRow.edition_id)
+            .where(
+                or_(
+                    MailDeliveryRow.state.in_((PENDING, SENDING)),
+                    (MailDeliveryRow.state == FAILED)
+                    & (MailDeliveryRow.created_at > now - FAILED_SHOWN_FOR),
+                )
+            )
+            .order_by(MailDeliveryRow.id)
+        )
+        return [
+            Waiting(
+                edition=edition_path(e.stream, e.date, e.number),
+                recipient=d.recipient,
+                state=d.state,
+                attempts=d.attempts,
+                next_attempt_at=d.next_attempt_at,
+                last_error=d.last_error,
+            )
+            for d, e in rows
+        ]
