@@ -11,7 +11,14 @@ from lxml import html
 
 from digest.archive import months, neighbours, years
 from digest.editions import Edition, EditionSection
-from digest.render import SiteContent, StreamContent, render_site
+from digest.render import (
+    FEED_CONTENT_BYTES,
+    FEED_EDITIONS,
+    INDEX_EDITIONS,
+    SiteContent,
+    StreamContent,
+    render_site,
+)
 from tests.site_content import BASE, GEMINI, item, utc
 from tests.validators import check_gemtext, validate_atom
 
@@ -44,9 +51,26 @@ def editions(days: list[date] = DAYS, items: int = 1) -> list[Edition]:
     return made[::-1]
 
 
-def content(listed: list[Edition], **limits: int) -> SiteContent:
+def content(
+    listed: list[Edition],
+    index_editions: int = INDEX_EDITIONS,
+    feed_editions: int = FEED_EDITIONS,
+    feed_content_bytes: int = FEED_CONTENT_BYTES,
+) -> SiteContent:
     stream = StreamContent("links", "Links", "Links for the day", listed)
-    return SiteContent("T", BASE, GEMINI, "UTC", "A", [stream], [], utc(2025, 2, 1), **limits)
+    return SiteContent(
+        "T",
+        BASE,
+        GEMINI,
+        "UTC",
+        "A",
+        [stream],
+        [],
+        utc(2025, 2, 1),
+        index_editions=index_editions,
+        feed_editions=feed_editions,
+        feed_content_bytes=feed_content_bytes,
+    )
 
 
 def hrefs(page: Path) -> list[str]:

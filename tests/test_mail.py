@@ -285,11 +285,13 @@ def test_mail_config_errors_name_their_lines(tmp_path: Path) -> None:
 
     result = digest(config, "check")
 
+    lines = config.read_text().splitlines()
+    smtp = next(number for number, line in enumerate(lines, 1) if line.startswith("  smtp:"))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"{config}:14: mail.smtp: the password is never read from the file: put it in an "
+        f"{config}:{smtp}: mail.smtp: the password is never read from the file: put it in an "
         "environment variable and name that variable in password_env",
-        f"{config}:15: mail.from: expected a mail address such as links@example.org, got "
+        f"{config}:{smtp + 1}: mail.from: expected a mail address such as links@example.org, got "
         "'Example Links <nobody>'",
     ]
 

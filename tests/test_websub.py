@@ -37,7 +37,7 @@ def demo_with_hubs(tmp_path: Path, *hubs: str) -> Path:
     config = target / "feeds.yaml"
     text = config.read_text()
     hub_list = ", ".join(f'"{hub}"' for hub in hubs)
-    config.write_text(text.replace("\nstreams:", f"  websub_hubs: [{hub_list}]\n\nstreams:", 1))
+    config.write_text(text.replace("\nsite:\n", f"\nsite:\n  websub_hubs: [{hub_list}]\n", 1))
     return config
 
 
