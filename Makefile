@@ -56,10 +56,11 @@ pytest: $(STAMP)
 
 test: lint typecheck migrations-check pytest
 
-# Every test but the end-to-end ones (marked slow: real daemons, pollers and faults), for a
-# quick check while working; `make test`, what CI runs, runs them all.
+# Every test but the end-to-end ones (marked slow: real daemons, pollers, servers and faults),
+# each property with a fifth of its examples, for a quick check while working; `make test`,
+# what CI runs, runs them all in full.
 test-fast: $(STAMP)
-	$(PYTEST) $(PYTEST_PARALLEL) -m "not slow"
+	DIGEST_TEST_QUICK=1 $(PYTEST) $(PYTEST_PARALLEL) -m "not slow"
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)

@@ -11,6 +11,7 @@ a database.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,16 @@ from digest.config import FeedSettings
 from digest.parse import ParsedEntry
 from digest.store import Store, sync_feeds
 from tests.pg import PostgresServer, postgres_server
+
+# `make test-fast` tries a fifth of each property's examples: a quick check while working;
+# `make test` (what CI runs) tries them all.
+QUICK = os.environ.get("DIGEST_TEST_QUICK") == "1"
+
+
+def examples(count: int) -> int:
+    """How many examples a hypothesis property tries in this run."""
+    return max(count // 5, 10) if QUICK else count
+
 
 pytest_plugins = [
     "tests.daemon_harness",  # its `server` and `site` fixtures

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from digest.clock import ClosingsRecord, close_trigger, last_fire_between
 from digest.config import Timings
+from tests.conftest import examples
 
 T = TypeVar("T")
 
@@ -248,7 +249,7 @@ lengths = st.one_of(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(zone=zones, schedule=schedules, data=st.data(), length=lengths)
 def test_the_last_closing_in_a_window_is_found(
     zone: str, schedule: str, data: st.DataObject, length: timedelta
@@ -269,7 +270,7 @@ def test_the_last_closing_in_a_window_is_found(
     assert found is None or found.utcoffset() == timedelta(0)  # UTC, safe to compare
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(zone=zones, schedule=schedules)
 def test_walking_day_by_day_through_the_year_closes_each_day_once(zone: str, schedule: str) -> None:
     trigger = cron(schedule, zone)
@@ -300,7 +301,7 @@ def test_walking_day_by_day_through_the_year_closes_each_day_once(zone: str, sch
         assert made_up == [fire for fire in every if made_up[0] <= fire <= made_up[-1]]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(zone=zones, schedule=schedules, step=st.integers(10, 60))
 def test_each_closing_around_the_dst_changes_is_made_up_exactly_once(
     zone: str, schedule: str, step: int

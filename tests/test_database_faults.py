@@ -31,6 +31,9 @@ from digest.cli import cli
 from tests.daemon_harness import FeedServer, Site
 from tests.fault_harness import digest_in_child, file_feeds
 
+# End to end: digest's commands on broken databases, some in forked children.
+pytestmark = pytest.mark.slow
+
 ALL_COMMANDS = [["status"], ["poll"], ["update"], ["build"], ["feeds"], ["db", "upgrade"]]
 
 
@@ -132,7 +135,6 @@ def test_a_database_from_a_newer_digest_is_left_alone(polled: Site, command: lis
     assert entry_count(site) == 3
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "command", [["poll"], ["update"], ["status"], ["db", "upgrade"]], ids=" ".join
 )

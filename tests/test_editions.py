@@ -28,7 +28,7 @@ from digest.handles import handle_of
 from digest.parse import ParsedEntry
 from digest.publish import build
 from digest.store import EditionRow, EntryRow, Store, store_entries
-from tests.conftest import add_feeds, make_entry
+from tests.conftest import add_feeds, examples, make_entry
 
 LONDON = ZoneInfo("Europe/London")
 T0 = datetime(2025, 3, 28, 9, 0, tzinfo=UTC)
@@ -292,7 +292,9 @@ story_links = st.sampled_from([f"https://story.example/{n}" for n in range(6)])
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(30),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     st.lists(st.tuples(st.integers(0, 2), story_links, st.integers(1, 40)), min_size=1, max_size=15)

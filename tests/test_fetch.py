@@ -420,6 +420,7 @@ def test_huge_plain_body_is_cut_at_the_cap() -> None:
     assert sent < size, "the client read the whole body instead of hanging up at the cap"
 
 
+@pytest.mark.slow  # waits out the real total deadline
 def test_one_byte_a_second_is_cut_at_the_total_deadline() -> None:
     async def run() -> FetchResult:
         limits = FetchSettings(allow_private_networks=True, timeout=2)

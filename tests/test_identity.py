@@ -13,6 +13,7 @@ from sqlalchemy import String
 from digest.parse.entry import MAX_KEY_CHARS, entry_key, make_entry
 from digest.parse.urls import _canonical_url_full, canonical_url
 from digest.store.models import EntryRow
+from tests.conftest import examples
 
 MARCH = datetime(2025, 3, 1, 10, tzinfo=UTC)
 LONG_ID = "urn:" + "x" * 5000
@@ -125,7 +126,7 @@ _ODD_PATHS = _joined("/", "a", "?", "#", "&", "=", "utm_x", "fbclid", "é", " ",
     )
     | st.text(max_size=30)
 )
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_canonical_url_fast_path_agrees_with_the_full_path(url: str) -> None:
     try:
         full: str | None = _canonical_url_full(url.strip())

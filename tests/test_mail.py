@@ -37,6 +37,9 @@ from tests.conftest import add_feeds, make_entry
 from tests.gemini_servers import free_port
 from tests.outreach_servers import smtp_server, tls_certificate
 
+# End to end: the CLI against a real SMTP server, with killed senders.
+pytestmark = pytest.mark.slow
+
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 READERS = ("reader@example.net", "list@example.org")
 T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from digest.parse import ParsedEntry, ParsedFeed, ParseError, dates, entry, parse_feed, text, urls
 from digest.parse.text import BLURB_WORDS, clean_text, html_to_text
 from digest.parse.xml import declares_entities
+from tests.conftest import examples
 
 DATA = Path(__file__).parent / "data" / "parse"
 NOW = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
@@ -356,7 +357,7 @@ TRICKY_URLS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.booleans(),
     st.lists(
@@ -651,14 +652,14 @@ TABLE_TEXTS = st.text(st.characters(max_codepoint=0x7F)) | st.lists(
 ).map("".join)
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(TABLE_TEXTS)
 def test_translations_are_what_str_translate_gives(value: str) -> None:
     for translation in (text.drop_controls, text._drop_html_controls):
         assert translation(value) == value.translate(translation.table)
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(TABLE_TEXTS)
 def test_clean_text_folds_like_split_and_join(value: str) -> None:
     assert clean_text(value) == " ".join(value.translate(text._DROP).split())
@@ -697,7 +698,8 @@ URL_BASES = st.sampled_from(
 )
 
 
-@settings(max_examples=300)
+# No deadline: a loaded machine (a full `make test`) makes a fast example slow now and then.
+@settings(max_examples=examples(300), deadline=None)
 @given(st.from_regex(urls.PLAIN_ABSOLUTE_URL, fullmatch=True), URL_BASES)
 def test_plain_absolute_urls_are_what_urljoin_gives_back(url: str, base: str) -> None:
     """The fast paths in absolute_url and resolve skip urljoin only for URLs it would hand
@@ -747,7 +749,7 @@ HTML_PIECES = st.one_of(
 WORDS = st.sampled_from(["word ", "two words ", "字字字", "long-" * 5, " ", "\n"])
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(st.lists(HTML_PIECES | WORDS, max_size=60).map("".join), st.integers(1, 40))
 def test_html_blurb_is_the_blurb_of_the_whole_text(fragment: str, first_slice: int) -> None:
     """html_blurb reads slices of an article; the blurb must be what the whole gives.
@@ -804,7 +806,7 @@ def expat_declares_entities(document: str) -> bool:
     return bool(declared)
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(*(st.lists(PROLOG_PIECES, max_size=n) for n in (6, 4, 6)))
 def test_every_entity_declaration_expat_sees_is_refused(
     before: list[str], inside: list[str], after: list[str]
@@ -994,7 +996,7 @@ RFC822_FITTING = [
 ]
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.tuples(*(st.sampled_from(choices) for choices in RFC822_FITTING)))
 def test_the_common_rfc822_path_is_the_general_one(fields: tuple[str, ...]) -> None:
     value = f"{fields[0]}, " + " ".join(fields[1:])

@@ -155,6 +155,7 @@ def test_next_poll_time_rules() -> None:
     assert next_poll_time(now, hour, 1, retry_after=five_days, rng=rng) == five_days
 
 
+@pytest.mark.slow  # waits out real deadlines or kills a parser process
 def test_a_poll_polls_what_was_due_when_it_started_once(db: Store, httpserver: HTTPServer) -> None:
     """Feeds due again during a long poll wait for the next run, so `digest update` gets to
     build: with `interval: 1s` and slow servers a poll used to claim the fast feed again and
@@ -245,6 +246,7 @@ def serve_good_feeds_and_one_endless(httpserver: HTTPServer) -> tuple[list[str],
     return good, httpserver.url_for("/deep")
 
 
+@pytest.mark.slow  # waits out real deadlines or kills a parser process
 def test_a_parse_past_its_deadline_fails_that_feed_only(db: Store, httpserver: HTTPServer) -> None:
     good, deep = serve_good_feeds_and_one_endless(httpserver)
     summary = poll(db, *good, deep, parse_timeout=2)
@@ -255,6 +257,7 @@ def test_a_parse_past_its_deadline_fails_that_feed_only(db: Store, httpserver: H
     assert entries(db) == len(good)
 
 
+@pytest.mark.slow  # waits out real deadlines or kills a parser process
 def test_a_parser_process_killed_mid_parse_fails_that_feed_only(
     db: Store, httpserver: HTTPServer
 ) -> None:
@@ -307,6 +310,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # waits out real deadlines or kills a parser process
 def test_one_endless_parse_in_a_batch_leaves_its_companions_parsed() -> None:
     """Bodies travel to the parsers together; only the one past the deadline fails."""
 

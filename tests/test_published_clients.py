@@ -29,6 +29,9 @@ from digest.render import SiteContent, StreamContent, render_site
 from tests.site_content import sample_content
 from tests.validators import newsboat_reload, require_tool
 
+# End to end: real clients (Chromium, newsboat) read the published site.
+pytestmark = pytest.mark.slow
+
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:

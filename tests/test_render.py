@@ -282,6 +282,7 @@ def test_html_has_no_script_vectors_and_escapes_feed_text(public: Path) -> None:
     assert "&#34; onmouseover=&#34;x" in edition
 
 
+@pytest.mark.slow  # the Nu checker: a Java program
 def test_html_passes_the_nu_checker(public: Path) -> None:
     # recent.html is a fragment, not a document; index.html includes it and is checked.
     run_vnu(p for p in sorted(public.rglob("*.html")) if p.name != "recent.html")

@@ -31,6 +31,9 @@ from tests.gemini_servers import make_certificate
 from tests.site_content import sample_content
 from tests.validators import check_gemtext, newsboat_reload, require_tool
 
+# End to end: a `digest serve` process, real clients and real timeouts.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "top secret, outside the site"
 START_TIMEOUT = 60  # seconds: generous, a loaded CI machine imports slowly
@@ -771,7 +774,6 @@ def wait_closed(sock: socket.socket | ssl.SSLSocket, bound: float = CLOSE_BOUND)
     return time.monotonic() - start
 
 
-@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_http_half_sent_headers_are_closed_after_the_header_timeout(tmp_path: Path) -> None:
     served = start_serve(tmp_path / "run", build_site(tmp_path), gemini=False, limits=SHORT)
     try:
@@ -807,7 +809,6 @@ def test_http_half_sent_headers_are_closed_after_the_header_timeout(tmp_path: Pa
         assert served.stop() == 0, served.log_text()
 
 
-@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_http_idle_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
     limits = {"header_timeout": 1.0, "idle_timeout": 2.0}
     served = start_serve(tmp_path / "run", build_site(tmp_path), gemini=False, limits=limits)
@@ -821,7 +822,6 @@ def test_http_idle_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_pa
         assert served.stop() == 0, served.log_text()
 
 
-@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_gemini_half_sent_request_line_is_closed_after_the_header_timeout(tmp_path: Path) -> None:
     served = start_serve(tmp_path / "run", build_site(tmp_path), http=False, limits=SHORT)
     try:
@@ -842,7 +842,6 @@ def test_gemini_half_sent_request_line_is_closed_after_the_header_timeout(tmp_pa
     assert "Traceback" not in served.log_text()
 
 
-@pytest.mark.slow  # waits out real timeouts on real sockets
 def test_connections_past_the_cap_are_closed_at_once_and_logged_once(tmp_path: Path) -> None:
     cap = 6
     limits = {"header_timeout": 60.0, "idle_timeout": 60.0, "max_connections": cap}

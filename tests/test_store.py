@@ -28,7 +28,7 @@ from digest.store import (
     sync_feeds,
 )
 from digest.store.models import UTCDateTime
-from tests.conftest import add_feeds, make_entry
+from tests.conftest import add_feeds, examples, make_entry
 
 NOW = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
 
@@ -189,7 +189,9 @@ titles = st.text(
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), titles), max_size=12))
 def test_polling_the_same_content_twice_changes_nothing(

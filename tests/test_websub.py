@@ -20,6 +20,9 @@ from tests.gemini_servers import free_port
 from tests.outreach_servers import websub_hub
 from tests.validators import validate_atom
 
+# End to end: the CLI publishing the demo site to a real hub.
+pytestmark = pytest.mark.slow
+
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 ATOM = "{http://www.w3.org/2005/Atom}"
 BASE = "https://links.example.org/"
