@@ -99,6 +99,10 @@ def test_amend_rewrites_one_edition_with_the_same_ids_and_a_new_updated(desk: De
     assert f"{second}.html" not in changed and f"{second}.gmi" not in changed
     page = (desk.public / f"{first}.html").read_text()
     assert "Bees cuont" not in page and "Coral grows back" in page
+    # The page says when it was corrected; the other edition's does not.
+    assert "· corrected <time datetime=" in page
+    assert "\nCorrected " in (desk.public / f"{first}.gmi").read_text()
+    assert "corrected" not in (desk.public / f"{second}.html").read_text().casefold()
     # The entry stays out of later editions too: amending is not un-publishing.
     assert "Bees cuont to four" not in [*desk.titles(), *desk.held()]
     # A rebuild of the whole site renders the same bytes (the amendment is stored).

@@ -163,6 +163,7 @@ class EditionView:
     gemini_url: str
     sections: tuple[SectionView, ...]
     updated: str  # RFC 3339: the closing time, or the last amendment's
+    corrected: str | None = None  # when `digest amend` last changed it, shown like shown_time
 
 
 @dataclass(frozen=True)
@@ -710,13 +711,18 @@ def edition_view(
         title=clean_text(edition.title),
         summary=clean_text(edition.summary),
         date=f"{edition.date:%Y-%m-%d}",
-        shown_time=f"{local.day} {local:%B %Y, %H:%M %Z}",
+        shown_time=_shown_time(local),
         timestamp=_timestamp(edition.closed_at, tz),
         url=f"{base_url}{edition.path}.html",
         gemini_url=f"{gemini_base_url}{edition.path}.gmi",
         sections=tuple(sections),
         updated=_timestamp(edition.updated_at or edition.closed_at, tz),
+        corrected=_shown_time(_local(edition.updated_at, tz)) if edition.updated_at else None,
     )
+
+
+def _shown_time(local: datetime) -> str:
+    return f"{local.day} {local:%B %Y, %H:%M %Z}"
 
 
 def _post_view(post: RecentPost, tz: ZoneInfo) -> PostView:
