@@ -429,3 +429,30 @@ def test_choices_made_by_cli_reach_build_on_either_database(
     site.ok("build")
     assert closed_titles(site) == (f"Links {NOW:%d/%m/%Y}: Chosen Words", ["Keep me"])
     assert site.draft()["title_choice"] is None
+
+
+def test_status_lists_the_choices_waiting_for_the_next_edition(desk: DeskSite) -> None:
+    slop, bees = desk.handle("Slop about AI"), desk.handle("Bees count to four")
+    patch = desk.handle("Patch now")
+    assert "editor's choices" not in desk.ok("status").stdout
+
+    desk.ok("hide", slop)
+    desk.ok("pin", bees, "--section", "Security")
+    desk.ok("headline", "links", patch, bees)
+    desk.ok("title", "links", "Bees and patches")
+
+    choices = json.loads(desk.ok("status", "--json").stdout)["streams"]["links"]["choices"]
+    assert choices == {
+        "hidden": [slop],
+        "pinned": [{"handle": bees, "section": "Security"}],
+        "headlines": [patch, bees],
+        "title": "Bees and patches",
+    }
+    assert (
+        "  editor's choices: 1 hidden, 1 pinned, headlines "
+        f"{patch} {bees}, title 'Bees and patches' (digest draft links shows them)"
+    ) in desk.ok("status").stdout.splitlines()
+    # Spent by the edition that used them: only the lasting hide is left.
+    desk.ok("build")
+    after = json.loads(desk.ok("status", "--json").stdout)["streams"]["links"]["choices"]
+    assert after == {"hidden": [slop], "pinned": [], "headlines": [], "title": None}

@@ -1,4 +1,5 @@
-"""What `digest status` reports: the daemon, polling, failing feeds, each stream's editions."""
+"""What `digest status` reports: the daemon, polling, failing feeds, each stream's editions and
+the editor's choices waiting for its next one."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from digest.clock import close_trigger
 from digest.config import Config
 from digest.due import MAX_RETRY_AFTER, out_of_reach
 from digest.editions import edition_path
+from digest.handles import handle_of
 from digest.locks import running_daemon
 from digest.store import EditionRow, Store, feed_health, feeds_scheduled_after, live_workers
+from digest.store.choices import Choices, load_choices
 
 # A worker whose heartbeat is older than this is taken for gone and not listed.
 WORKERS_SHOWN_WITHIN = timedelta(minutes=2)
@@ -38,6 +41,7 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         workers = live_workers(session, now, WORKERS_SHOWN_WITHIN)
         # Left by a clock that ran ahead; the next poll pulls them back (digest.poll).
         unreachable = out_of_reach(feeds_scheduled_after(session, now + MAX_RETRY_AFTER), now)
+        choices = {name: load_choices(session, name) for name in settings.streams}
     polls = [feed.last_poll for feed in health if feed.last_poll]
     streams: dict[str, Any] = {}
     for name, stream in settings.streams.items():
@@ -54,6 +58,7 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
                 "closed_at": row.closed_at.isoformat(),
             },
             "next_closing": fire.isoformat() if fire else None,
+            "choices": _choices(choices[name]),
         }
     return {
         **outreach_status(store, now),
@@ -75,6 +80,19 @@ def site_status(store: Store, config: Config, now: datetime) -> dict[str, Any]:
             }
             for worker in workers
         ],
+    }
+
+
+def _choices(choices: Choices) -> dict[str, Any]:
+    """The editor's choices in force for a stream's next edition, entries by handle."""
+    return {
+        "hidden": sorted(handle_of(entry_id) for entry_id in choices.hidden),
+        "pinned": [
+            {"handle": handle_of(entry_id), "section": section}
+            for entry_id, section in choices.pinned.items()
+        ],
+        "headlines": [handle_of(entry_id) for entry_id in choices.headlines],
+        "title": choices.title,
     }
 
 

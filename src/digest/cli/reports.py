@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -151,6 +151,8 @@ def status(app: App, as_json: bool) -> None:
             else "  last edition: none yet"
         )
         click.echo(f"  next closing: {_when_text(stream['next_closing'])}")
+        if chosen := _chosen(stream["choices"]):
+            click.echo(f"  editor's choices: {chosen} (digest draft {name} shows them)")
     mail = report["mail_waiting"]
     if mail:
         click.echo(f"mail not delivered: {len(mail)}")
@@ -175,6 +177,19 @@ def status(app: App, as_json: bool) -> None:
             f"  {worker['id']} ({worker['role']}): last heartbeat "
             f"{_when_text(worker['heartbeat_at'])}, holds {worker['feeds_held']} feeds"
         )
+
+
+def _chosen(choices: dict[str, Any]) -> str:
+    parts = []
+    if choices["hidden"]:
+        parts.append(f"{len(choices['hidden'])} hidden")
+    if choices["pinned"]:
+        parts.append(f"{len(choices['pinned'])} pinned")
+    if choices["headlines"]:
+        parts.append(f"headlines {' '.join(choices['headlines'])}")
+    if choices["title"] is not None:
+        parts.append(f"title {choices['title']!r}")
+    return ", ".join(parts)
 
 
 def _when(moment: datetime | None) -> str:
