@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from digest.editions import Edition, EditionItem, EditionSection
-from digest.render import RecentPost, SiteContent, StreamContent
+from digest.views import RecentPost, SiteContent, StreamContent
 
 BASE = "https://links.example.org/"
 GEMINI = "gemini://links.example.org/"

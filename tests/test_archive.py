@@ -11,13 +11,13 @@ from lxml import html
 
 from digest.archive import months, neighbours, years
 from digest.editions import Edition, EditionSection
-from digest.render import (
+from digest.render import render_site
+from digest.views import (
     FEED_CONTENT_BYTES,
     FEED_EDITIONS,
     INDEX_EDITIONS,
     SiteContent,
     StreamContent,
-    render_site,
 )
 from tests.site_content import BASE, GEMINI, item, utc
 from tests.validators import check_gemtext, validate_atom

@@ -25,7 +25,8 @@ import pytest
 from digest.editions import Edition, EditionItem, EditionSection
 from digest.parse.text import clean_text
 from digest.parse.urls import safe_url
-from digest.render import SiteContent, StreamContent, render_site
+from digest.render import render_site
+from digest.views import SiteContent, StreamContent
 from tests.site_content import sample_content
 from tests.validators import newsboat_reload, require_tool
 

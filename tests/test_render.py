@@ -19,14 +19,8 @@ from lxml import etree, html
 from digest.editions import Edition, EditionSection
 from digest.parse.text import clean_text
 from digest.parse.urls import safe_url
-from digest.render import (
-    FEED_EDITIONS,
-    RenderError,
-    SiteContent,
-    StreamContent,
-    gemtext_line,
-    render_site,
-)
+from digest.render import RenderError, render_site
+from digest.views import FEED_EDITIONS, SiteContent, StreamContent, gemtext_line
 from tests.site_content import BASE, GEMINI, HOSTILE, LONG_WORD, item, sample_content, utc
 from tests.validators import (
     check_gemtext,

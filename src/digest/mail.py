@@ -37,9 +37,10 @@ from sqlalchemy.orm import Session
 from digest.config import MailSettings, Settings, SmtpSettings, StreamSettings, mail_address
 from digest.editions import Edition, edition_from_row, edition_path, stored_edition
 from digest.parse.text import clean_text
-from digest.render import edition_view, make_environment
+from digest.render import make_environment
 from digest.store import EditionRow, Store
 from digest.store.models import MailDeliveryRow
+from digest.views import edition_view
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 MAX_ATTEMPTS = 12  # with the backoff below: about a day of tries

@@ -43,14 +43,7 @@ from digest.editions import (
 from digest.files import remove_temporary_files, write_atomically
 from digest.locks import publish_lock
 from digest.opml import export_opml
-from digest.render import (
-    PageRecord,
-    RecentPost,
-    RenderReport,
-    SiteContent,
-    StreamContent,
-    render_site,
-)
+from digest.render import PageRecord, RenderReport, render_site
 from digest.rules import stream_rules
 from digest.store import EditionRow, EntryRow, FeedRow, Store, disabled_feeds
 from digest.store.pages import (
@@ -61,6 +54,7 @@ from digest.store.pages import (
     replace_kept_editions,
 )
 from digest.store.pages import kept_editions as stored_kept_editions
+from digest.views import RecentPost, SiteContent, StreamContent
 from digest.websub import record_pings
 
 log = logging.getLogger("digest.publish")

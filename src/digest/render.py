@@ -1,25 +1,19 @@
 """Render stage: site content -> HTML, gemtext and Atom files under the output folder.
 
-Every file is written to a temporary file and renamed into place; a file whose bytes did
-not change is left alone so web servers and rsync see no change.
-
-Templates never see the raw content: they get the small view objects below (``SiteView``,
-``EditionView``, ``StreamView``, ``PostView``, ``FeedView``, ``EntryView``) whose text is
-already cleaned: control and bidi characters removed, folded to one line. Feed text is a plain
-``str`` variable, so autoescape escapes it in HTML and XML and it is never compiled as a
-template. Gemtext has no escaping of its own: text follows a fixed line prefix (``=> URL ``,
-``# ``, ``> ``, ``* ``), and a bare text line goes through the ``gemtext`` filter, which puts
-one leading space before text that a client would otherwise read as another line type.
+Pages are made from templates (a user's folder in front of ours) filled with the views of
+digest.views, in groups of files made from the same inputs; each group carries a fingerprint
+of those inputs, so that a render told what was published (publish.py keeps it in the
+database) makes only the groups whose inputs changed. Every file is written to a temporary
+file and renamed into place; a file whose bytes did not change is left alone so web servers
+and rsync see no change.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -34,57 +28,36 @@ from jinja2 import (
 )
 
 from digest import PROJECT_URL, __version__
-from digest.archive import Month, Year, months, neighbours, years
+from digest.archive import months, neighbours, years
 from digest.editions import Edition
 from digest.files import write_atomically
 from digest.parse.text import clean_text
-from digest.parse.urls import safe_url
 from digest.resources import resource_dir
+from digest.views import (
+    ArchiveView,
+    EditionView,
+    FeedView,
+    PostView,
+    SiteContent,
+    SiteView,
+    StreamContent,
+    StreamView,
+    edition_view,
+    edition_views,
+    feed_entry,
+    gemtext_line,
+    month_label,
+    month_link,
+    newest,
+    newest_first,
+    post_view,
+    stream_view,
+    timestamp,
+    year_link,
+)
 
-# Defaults of site.index_editions, site.feed_editions and site.feed_content_kb.
-INDEX_EDITIONS = 60
-FEED_EDITIONS = 20
-FEED_CONTENT_BYTES = 150 * 1024
 # Part of every page's fingerprint: a change to how pages are made that templates do not show.
 RENDER_FORMAT = f"{__version__}/1"
-
-
-@dataclass(frozen=True)
-class RecentPost:
-    title: str
-    summary: str  # one line
-    url: str  # absolute http(s) URL
-    gemini_url: str  # absolute URL for gemtext (gemini:// for our editions, else the web URL)
-    published: datetime  # aware UTC
-    updated: datetime | None = None  # aware UTC: last corrected (an amended edition)
-
-
-@dataclass(frozen=True)
-class StreamContent:
-    name: str  # folder name, e.g. "links"
-    title: str  # e.g. "Links"
-    summary: str  # e.g. "Links for the day"
-    editions: Sequence[Edition]  # newest first
-    # Published editions the database has no record of (bare, newest first): listed in the
-    # indexes and feeds, never written, so their pages keep their bytes.
-    kept: Sequence[Edition] = ()
-
-
-@dataclass(frozen=True)
-class SiteContent:
-    title: str
-    base_url: str  # ends with "/"
-    gemini_base_url: str  # ends with "/"
-    timezone: str  # IANA name
-    author: str
-    streams: Sequence[StreamContent]
-    recent: Sequence[RecentPost]  # newest first, already cut to site.recent_count
-    updated: datetime  # newest publication time, for index feeds
-    index_editions: int = INDEX_EDITIONS  # editions a stream index lists
-    feed_editions: int = FEED_EDITIONS  # editions a stream feed lists
-    feed_content_bytes: int = FEED_CONTENT_BYTES  # full editions go in while under this
-    blogroll: bytes | None = None  # feeds.opml, the feeds the site follows (digest.opml)
-    websub_hubs: Sequence[str] = ()  # named in every Atom feed (digest.websub)
 
 
 class PageRecord(NamedTuple):
@@ -113,126 +86,6 @@ class RenderError(Exception):
 
 
 BLOGROLL = "feeds.opml"
-# Starts of a gemtext line that make it something other than a text line.
-_GEMTEXT_MARKERS = ("=>", "#", "*", ">", "```")
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def gemtext_line(text: str) -> str:
-    """A gemtext text line for `text` that no client reads as a link, heading, list, quote or
-    preformat toggle: one leading space defuses the marker (spaces are never line types)."""
-    line = clean_text(text)
-    return " " + line if line.startswith(_GEMTEXT_MARKERS) else line
-
-
-@dataclass(frozen=True)
-class SiteView:
-    title: str
-    author: str
-    url: str
-    gemini_url: str
-    feed_url: str
-    blogroll_url: str | None = None
-    hubs: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ItemView:
-    source: str
-    title: str
-    link: str | None
-    blurb: str
-
-
-@dataclass(frozen=True)
-class SectionView:
-    name: str
-    anchor: str
-    items: tuple[ItemView, ...]
-
-
-@dataclass(frozen=True)
-class EditionView:
-    path: str  # links/2025/03/28/1
-    title: str
-    summary: str
-    date: str  # YYYY-MM-DD, local
-    shown_time: str  # e.g. "28 March 2025, 12:00 GMT"
-    timestamp: str  # RFC 3339 with the site's offset
-    url: str
-    gemini_url: str
-    sections: tuple[SectionView, ...]
-    updated: str  # RFC 3339: the closing time, or the last amendment's
-    corrected: str | None = None  # when `digest amend` last changed it, shown like shown_time
-
-
-@dataclass(frozen=True)
-class StreamView:
-    name: str
-    title: str
-    summary: str
-    url: str
-    gemini_url: str
-    feed_url: str
-    editions: tuple[EditionView, ...]  # what the page lists: on the index, the newest
-    archive: tuple[ArchiveLink, ...] = ()  # on the index: its years, newest first
-
-
-@dataclass(frozen=True)
-class ArchiveLink:
-    label: str  # "2025", "March 2025"
-    path: str  # its page, without extension: links/2025/03/index
-    # Editions in it; None in the links between archive pages, so that a month's page is not
-    # made again each time a neighbour gains an edition.
-    count: int | None
-    gemini_url: str
-
-
-@dataclass(frozen=True)
-class ArchiveView:
-    """A month's page (its editions) or a year's (its months)."""
-
-    title: str  # "Links: March 2025"
-    label: str  # "March 2025"
-    path: str
-    up: ArchiveLink | None  # a month's year
-    older: ArchiveLink | None
-    newer: ArchiveLink | None
-    editions: tuple[EditionView, ...]  # a month's, newest first
-    parts: tuple[ArchiveLink, ...]  # a year's months, newest first
-
-
-@dataclass(frozen=True)
-class PostView:
-    title: str
-    summary: str
-    url: str | None
-    gemini_url: str | None
-    date: str
-    timestamp: str
-    updated: str  # RFC 3339: published, or last corrected
-
-
-@dataclass(frozen=True)
-class EntryView:
-    id: str
-    title: str
-    url: str
-    published: str
-    updated: str
-    summary: str
-    content_html: str | None
-
-
-@dataclass(frozen=True)
-class FeedView:
-    id: str
-    title: str
-    subtitle: str
-    self_url: str
-    alternate_url: str
-    updated: str
-    entries: tuple[EntryView, ...]
 
 
 def make_environment(templates_override: Path | None = None) -> Environment:
@@ -386,11 +239,11 @@ def _pages(
         yield _Pages((BLOGROLL,), _fingerprint(blogroll), lambda: (blogroll,))
     streams = []
     for stream in content.streams:
-        view = _stream_view(stream, content)
+        view = stream_view(stream, content)
         streams.append(view)
         yield from _stream_pages(env, page, content, stream, view, _fingerprint(base, view), load)
 
-    posts = tuple(_post_view(post, tz) for post in content.recent)
+    posts = tuple(post_view(post, tz) for post in content.recent)
     source = _fingerprint(base, tuple(content.recent), tuple(streams), content.updated)
     yield _Pages(
         ("recent.html", "index.html", "index.gmi", "feed.xml"),
@@ -413,9 +266,9 @@ def _site_pages(
         subtitle="Recent posts",
         self_url=site.feed_url,
         alternate_url=site.url,
-        updated=_timestamp(content.updated, tz),
+        updated=timestamp(content.updated, tz),
         entries=tuple(
-            _feed_entry(post.url, post.title, post.timestamp, post.updated, post.summary, None)
+            feed_entry(post.url, post.title, post.timestamp, post.updated, post.summary, None)
             # An entry needs a stable id and a link: a post without a safe URL has neither.
             for post in posts
             if post.url
@@ -441,7 +294,7 @@ def _stream_pages(
     """A stream's edition pages, index, feed and archive pages."""
     tz = ZoneInfo(content.timezone)
     kept = {edition.path for edition in stream.kept}
-    listed = _newest_first(stream.editions, stream.kept)
+    listed = newest_first(stream.editions, stream.kept)
     marks = {edition.path: edition_fingerprint(edition) for edition in listed}
 
     def edition_pages(edition: Edition) -> tuple[bytes, ...]:
@@ -465,13 +318,13 @@ def _stream_pages(
 
     all_months = months(listed)
     all_years = years(all_months)
-    year_links = tuple(_year_link(view, year) for year in all_years)
+    year_links = tuple(year_link(view, year) for year in all_years)
     latest = listed[: content.index_editions]
 
     def index_pages() -> tuple[bytes, ...]:
         shown = replace(
             view,
-            editions=_edition_views(latest, content, tz),
+            editions=edition_views(latest, content, tz),
             archive=year_links,
         )
         return (
@@ -498,12 +351,12 @@ def _stream_pages(
         older, newer = neighbours(all_months, index)
         year = next(y for y in all_years if y.year == month.year)
         archive = ArchiveView(
-            title=f"{view.title}: {_month_label(month)}",
-            label=_month_label(month),
+            title=f"{view.title}: {month_label(month)}",
+            label=month_label(month),
             path=month.path(view.name),
-            up=_year_link(view, year, counted=False),
-            older=_month_link(view, older, counted=False) if older else None,
-            newer=_month_link(view, newer, counted=False) if newer else None,
+            up=year_link(view, year, counted=False),
+            older=month_link(view, older, counted=False) if older else None,
+            newer=month_link(view, newer, counted=False) if newer else None,
             editions=(),
             parts=(),
         )
@@ -513,7 +366,7 @@ def _stream_pages(
             archive,
             [marks[e.path] for e in month.editions],
             base,
-            functools.partial(_edition_views, month.editions, content, tz),
+            functools.partial(edition_views, month.editions, content, tz),
         )
     for index, year in enumerate(all_years):
         older_year, newer_year = neighbours(all_years, index)
@@ -522,20 +375,12 @@ def _stream_pages(
             label=str(year.year),
             path=year.path(view.name),
             up=None,
-            older=_year_link(view, older_year, counted=False) if older_year else None,
-            newer=_year_link(view, newer_year, counted=False) if newer_year else None,
+            older=year_link(view, older_year, counted=False) if older_year else None,
+            newer=year_link(view, newer_year, counted=False) if newer_year else None,
             editions=(),
-            parts=tuple(_month_link(view, month) for month in year.months),
+            parts=tuple(month_link(view, month) for month in year.months),
         )
         yield _archive_pages(page, view, archive, [], base, tuple)
-
-
-def _edition_views(
-    editions: Sequence[Edition], content: SiteContent, tz: ZoneInfo
-) -> tuple[EditionView, ...]:
-    return tuple(
-        edition_view(edition, content.base_url, content.gemini_base_url, tz) for edition in editions
-    )
 
 
 def _archive_pages(
@@ -586,7 +431,7 @@ def _stream_feed(
         else:
             shown = edition_view(edition, content.base_url, content.gemini_base_url, tz)
         entries.append(
-            _feed_entry(shown.url, shown.title, shown.timestamp, shown.updated, shown.summary, html)
+            feed_entry(shown.url, shown.title, shown.timestamp, shown.updated, shown.summary, html)
         )
     feed = FeedView(
         id=stream.feed_url,
@@ -594,63 +439,10 @@ def _stream_feed(
         subtitle=stream.summary,
         self_url=stream.feed_url,
         alternate_url=stream.url,
-        updated=_newest(entry.updated for entry in entries) or _timestamp(content.updated, tz),
+        updated=newest(entry.updated for entry in entries) or timestamp(content.updated, tz),
         entries=tuple(entries),
     )
     return page("feed.xml", feed=feed)
-
-
-def _feed_entry(
-    url: str, title: str, published: str, updated: str, summary: str, content_html: str | None
-) -> EntryView:
-    """A publication as an Atom entry: its URL is its id (a stable one: URLs never change)."""
-    return EntryView(
-        id=url,
-        title=title,
-        url=url,
-        published=published,
-        updated=updated,
-        summary=summary,
-        content_html=content_html,
-    )
-
-
-def _month_label(month: Month) -> str:
-    return f"{_MONTHS[month.month - 1]} {month.year}"
-
-
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)  # fmt: skip  (English names whatever the machine's locale, as strftime would not be)
-
-
-def _month_link(stream: StreamView, month: Month, *, counted: bool = True) -> ArchiveLink:
-    path = month.path(stream.name)
-    count = len(month.editions) if counted else None
-    return ArchiveLink(_month_label(month), path, count, _gemini_url(stream, path))
-
-
-def _year_link(stream: StreamView, year: Year, *, counted: bool = True) -> ArchiveLink:
-    path = year.path(stream.name)
-    return ArchiveLink(
-        str(year.year), path, year.count if counted else None, _gemini_url(stream, path)
-    )
-
-
-def _gemini_url(stream: StreamView, path: str) -> str:
-    """The gemtext page of `path` (under the output folder), from the stream's own URL."""
-    return stream.gemini_url + path.removeprefix(stream.name + "/") + ".gmi"
 
 
 def _static(env: Environment, name: str) -> bytes:
@@ -659,99 +451,6 @@ def _static(env: Environment, name: str) -> bytes:
     assert env.loader is not None
     source, _, _ = env.loader.get_source(env, name)
     return source.encode("utf-8")
-
-
-def _stream_view(stream: StreamContent, content: SiteContent) -> StreamView:
-    if not _SEGMENT.fullmatch(stream.name):
-        raise ValueError(f"stream name {stream.name!r} is not a safe folder name")
-    return StreamView(
-        name=stream.name,
-        title=clean_text(stream.title),
-        summary=clean_text(stream.summary),
-        url=f"{content.base_url}{stream.name}/",
-        gemini_url=f"{content.gemini_base_url}{stream.name}/",
-        feed_url=f"{content.base_url}{stream.name}/feed.xml",
-        editions=(),
-    )
-
-
-def _newest_first(editions: Sequence[Edition], kept: Sequence[Edition]) -> list[Edition]:
-    """The stream's editions with its kept ones among them by closing time (the common case,
-    nothing kept, keeps the given order untouched)."""
-    if not kept:
-        return list(editions)
-    return sorted([*editions, *kept], key=lambda edition: edition.closed_at, reverse=True)
-
-
-def edition_view(
-    edition: Edition, base_url: str, gemini_base_url: str, tz: ZoneInfo
-) -> EditionView:
-    """An edition as its templates see it (pages here, mail in digest.mail)."""
-    local = _local(edition.closed_at, tz)
-    anchors: set[str] = set()
-    sections = []
-    for index, section in enumerate(edition.sections, start=1):
-        name = clean_text(section.name)
-        anchor = re.sub(r"\W+", "-", name.casefold()).strip("-_") or f"section-{index}"
-        if anchor in anchors:
-            anchor = f"{anchor}-{index}"
-        anchors.add(anchor)
-        items = tuple(
-            ItemView(
-                source=clean_text(item.source),
-                title=clean_text(item.title),
-                link=safe_url(item.link),
-                blurb=clean_text(item.blurb),
-            )
-            for item in section.items
-        )
-        sections.append(SectionView(name=name, anchor=anchor, items=items))
-    return EditionView(
-        path=edition.path,
-        title=clean_text(edition.title),
-        summary=clean_text(edition.summary),
-        date=f"{edition.date:%Y-%m-%d}",
-        shown_time=_shown_time(local),
-        timestamp=_timestamp(edition.closed_at, tz),
-        url=f"{base_url}{edition.path}.html",
-        gemini_url=f"{gemini_base_url}{edition.path}.gmi",
-        sections=tuple(sections),
-        updated=_timestamp(edition.updated_at or edition.closed_at, tz),
-        corrected=_shown_time(_local(edition.updated_at, tz)) if edition.updated_at else None,
-    )
-
-
-def _shown_time(local: datetime) -> str:
-    return f"{local.day} {local:%B %Y, %H:%M %Z}"
-
-
-def _post_view(post: RecentPost, tz: ZoneInfo) -> PostView:
-    url = safe_url(post.url)
-    return PostView(
-        title=clean_text(post.title),
-        summary=clean_text(post.summary),
-        url=url,
-        gemini_url=safe_url(post.gemini_url) or url,
-        date=f"{_local(post.published, tz):%Y-%m-%d}",
-        timestamp=_timestamp(post.published, tz),
-        updated=_timestamp(post.updated or post.published, tz),
-    )
-
-
-def _local(moment: datetime, tz: ZoneInfo) -> datetime:
-    # A naive time would be read in the machine's zone and make the output depend on the host.
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment.isoformat()}: content times must be aware")
-    return moment.astimezone(tz)
-
-
-def _newest(timestamps: Iterable[str]) -> str | None:
-    """The latest of RFC 3339 timestamps (compared as times: offsets may differ)."""
-    return max(timestamps, key=datetime.fromisoformat, default=None)
-
-
-def _timestamp(moment: datetime, tz: ZoneInfo) -> str:
-    return _local(moment, tz).isoformat(timespec="seconds")
 
 
 def _differs(path: Path, data: bytes) -> bool:
