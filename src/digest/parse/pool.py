@@ -12,8 +12,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
-from collections.abc import Mapping
-from multiprocessing import resource_tracker
+from collections.abc import Callable, Mapping
+from multiprocessing import forkserver, resource_tracker
 from types import TracebackType
 
 from pebble import ProcessExpired, ProcessPool
@@ -47,13 +47,14 @@ class ParserPool:
         self._jobs: list[_Job] = []
         self._waiting: list[asyncio.Future[ParsedFeed | ParseFailure]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._forking = False  # the fork server runs
 
     async def __aenter__(self) -> ParserPool:
         # forkserver: forking a process that runs an event loop and threads is unsafe. The
         # fork server imports the parse stage once, and every worker forked from it shares
         # those pages. pebble starts the workers at the first body, so a poll of 304s starts
         # none.
-        _start_resource_tracker_quietly()
+        _quietly(resource_tracker.ensure_running)  # before the pool's semaphores register
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["digest.parse"])
         self._pool = ProcessPool(
@@ -102,6 +103,9 @@ class ParserPool:
     ) -> None:
         if self._pool is None:
             raise RuntimeError("ParserPool.parse called outside 'async with ParserPool(...)'")
+        if not self._forking:
+            _quietly(forkserver.ensure_running)  # here, before pebble's thread would start it
+            self._forking = True
         trip = asyncio.wrap_future(self._pool.schedule(parse_many, (jobs,), timeout=self._timeout))
         trip.add_done_callback(lambda done: self._settle(done, jobs, waiting))
 
@@ -134,21 +138,23 @@ class ParserPool:
                 parsed.set_result(trip.result()[index])
 
 
-def _start_resource_tracker_quietly() -> None:
-    """Start multiprocessing's resource tracker with its stderr on /dev/null.
+def _quietly(start: Callable[[], None]) -> None:
+    """Start one of multiprocessing's helper processes with its stderr on /dev/null.
 
-    The tracker outlives the poller and unlinks the parser pool's semaphores when the poller
-    dies. After a `kill -9` it did just that and said so ("There appear to be N leaked
-    semaphore objects to clean up at shutdown") on the stderr it inherited: the poller's,
-    which cron mails to the operator. The cleanup is what should happen; only the warning
-    goes. fd 2 points elsewhere for the few milliseconds of the spawn, so a line another
-    thread writes then is lost: once per process, before any parse. A no-op once it runs.
+    Both outlive a poller killed with `kill -9`, and both then wrote to the stderr they
+    inherited, the poller's, which cron mails to the operator. The resource tracker unlinks
+    the parser pool's semaphores, as it should, and said so ("There appear to be N leaked
+    semaphore objects to clean up at shutdown"); a parser process the fork server was making
+    at that moment found those semaphores gone and printed a traceback. Nothing else reaches
+    them: a parse's failure comes back as its result, a dead parser process is reported by the
+    pool. fd 2 points elsewhere for the few milliseconds of the spawn, so a line another
+    thread writes then is lost. A no-op once the helper runs.
     """
     devnull = os.open(os.devnull, os.O_WRONLY)
     saved = os.dup(2)
     try:
         os.dup2(devnull, 2)
-        resource_tracker.ensure_running()
+        start()
     finally:
         os.dup2(saved, 2)
         os.close(saved)
