@@ -17,6 +17,7 @@ from digest.config import FeedSettings, RetentionSettings, Settings, SiteSetting
 from digest.publish import MARKER, build, render
 from digest.retention import prune, vacuum
 from digest.store import EditionRow, EntryRow, Store, WorkerRow, heartbeat, store_entries
+from digest.store.choices import load_choices, set_hidden, set_pinned
 from tests.conftest import add_feeds, make_entry
 
 T0 = datetime(2025, 1, 20, 9, tzinfo=UTC)
@@ -204,6 +205,30 @@ def test_prune_deletes_old_unpublished_entries_and_nothing_an_edition_shows(
     with store.writing() as session:
         store_entries(session, ids[FEEDS[1].url], [make_entry("Another", published=old)], old)
     assert prune(store, kept, T0).entries == 0  # unpublished: null keeps them all
+
+
+def test_prune_keeps_the_entries_an_editor_pinned_or_hid(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """A pin (of an old story) or a hide is a choice about a coming edition: pruning its
+    entry would drop the choice with it (ON DELETE CASCADE), silently."""
+    config = settings(tmp_path)
+    ids = add_feeds(sqlite_store, list(FEEDS), T0)
+    old = T0 - timedelta(days=200)
+    with sqlite_store.writing() as session:
+        store_old(session, ids[FEEDS[1].url], 3, old)
+        by_title = {t: i for t, i in session.execute(select(EntryRow.title, EntryRow.id))}
+        set_pinned(session, {by_title["Old 0"]: "links"}, {}, True, T0)
+        set_hidden(session, {by_title["Old 1"]: "links"}, True, T0)
+
+    assert prune(sqlite_store, config, T0).entries == 1  # only "Old 2", which no choice names
+
+    with sqlite_store.reading() as session:
+        assert set(session.scalars(select(EntryRow.title))) == {"Old 0", "Old 1"}
+        assert load_choices(session, "links").pinned == {by_title["Old 0"]: None}
+        assert load_choices(session, "links").hidden == {by_title["Old 1"]}
+    edition = build(sqlite_store, config, at=T0)
+    assert [item.title for s in edition[0].sections for item in s.items] == ["Old 0"]
 
 
 def test_prune_and_vacuum_give_sqlite_space_back(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ Entries that never went into an edition are deleted once first seen longer ago t
 `retention.unpublished` (default 90 days): no page shows them, and a feed that still lists one
 only brings it back as a new entry too old for any edition. Entries an edition took are kept
 as long as the edition (its pages are made from its own copy of them, which stays), and so
-are the site's own posts, which the recent posts list. Worker rows of processes gone for a
-day are deleted too.
+are the site's own posts, which the recent posts list, and entries an editor's choice still
+names (a pin, a hide). Worker rows of processes gone for a day are deleted too.
 
 Deleting goes in small batches, each its own short transaction, so that a poll or a closing
 running meanwhile waits for one batch at most. The daemon prunes once a day; cron can run
@@ -24,6 +24,7 @@ from sqlalchemy import delete, select
 
 from digest.config import Settings
 from digest.store import EntryRow, FeedRow, Store, WorkerRow
+from digest.store.models import ChoiceRow
 
 log = logging.getLogger("digest.retention")
 
@@ -65,9 +66,19 @@ def _prune_entries(store: Store, before: datetime, batch: int) -> int:
         own = list(session.scalars(select(FeedRow.id).where(FeedRow.own)))
     # Through ix_entries_unpublished: only the entries to delete are read, however many
     # published ones years of history hold.
+    # An editor's pending choice (a pin of an old story, a hide) names its entry: deleting
+    # the entry would delete the choice with it (ON DELETE CASCADE), without a word.
+    chosen = select(ChoiceRow.id).where(
+        ChoiceRow.entry_id == EntryRow.id, ChoiceRow.spent_in.is_(None)
+    )
     doomed = (
         select(EntryRow.id)
-        .where(~EntryRow.in_edition, EntryRow.first_seen_at < before, EntryRow.feed_id.not_in(own))
+        .where(
+            ~EntryRow.in_edition,
+            EntryRow.first_seen_at < before,
+            EntryRow.feed_id.not_in(own),
+            ~chosen.exists(),
+        )
         .limit(batch)
     )
     total = 0
