@@ -66,8 +66,9 @@ def publish_days(store: Store, config: Settings, days: int, start: datetime = T0
 def store_old(
     session: Session, feed_id: int, count: int, when: datetime, summary: str = ""
 ) -> None:
-    """`count` entries "Old 0", "Old 1"... published and first seen at `when`."""
-    entries = [make_entry(f"Old {n}", published=when, summary=summary) for n in range(count)]
+    """`count` entries "Old 0", "Old 1"... first seen at `when`, dated an hour before."""
+    published = when - timedelta(hours=1)
+    entries = [make_entry(f"Old {n}", published=published, summary=summary) for n in range(count)]
     store_entries(session, feed_id, entries, when)
 
 
@@ -231,6 +232,32 @@ def test_prune_keeps_the_entries_an_editor_pinned_or_hid(
     assert [item.title for s in edition[0].sections for item in s.items] == ["Old 0"]
 
 
+def test_an_undated_entry_its_feed_still_lists_is_not_pruned_into_a_later_edition(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """An undated entry's published time is when digest first saw it: pruned, and seen
+    again in its feed, it would come back dated now, new enough for the next edition."""
+    config = settings(tmp_path)
+    config = config.model_copy(
+        update={"streams": {"links": config.streams["links"].model_copy(update={"min_items": 2})}}
+    )
+    ids = add_feeds(sqlite_store, list(FEEDS), T0)
+    old = T0 - timedelta(days=200)
+    undated = make_entry("Undated")
+    with sqlite_store.writing() as session:
+        store_entries(session, ids[FEEDS[1].url], [undated], old)
+    assert build(sqlite_store, config, at=old + timedelta(hours=1)) == []  # one is too few
+
+    prune(sqlite_store, config, T0)
+    fresh = [make_entry(f"Fresh {n}", published=T0 - timedelta(hours=n)) for n in range(2)]
+    with sqlite_store.writing() as session:  # the next poll: the feed still lists it
+        store_entries(session, ids[FEEDS[1].url], [undated, *fresh], T0)
+    edition = build(sqlite_store, config, at=T0 + timedelta(hours=1))
+
+    titles = {item.title for s in edition[0].sections for item in s.items}
+    assert titles == {"Fresh 0", "Fresh 1"}
+
+
 def test_prune_and_vacuum_give_sqlite_space_back(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
     store.upgrade()
@@ -335,9 +362,9 @@ def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -
                 text(
                     "INSERT INTO entries (id, feed_id, key, title, summary, published_at,"
                     " first_seen_at, updated_at, content_hash) VALUES (:id, 1, :id, 't', '',"
-                    " :old, :old, :old, 'h')"
+                    " :dated, :old, :old, 'h')"
                 ),
-                {"id": entry, "old": old},
+                {"id": entry, "old": old, "dated": "2023-12-31 23:00:00.000000"},
             )
         connection.execute(
             text(

@@ -5,7 +5,9 @@ Entries that never went into an edition are deleted once first seen longer ago t
 only brings it back as a new entry too old for any edition. Entries an edition took are kept
 as long as the edition (its pages are made from its own copy of them, which stays), and so
 are the site's own posts, which the recent posts list, and entries an editor's choice still
-names (a pin, a hide). Worker rows of processes gone for a day are deleted too.
+names (a pin, a hide). Undated entries are kept too: their date is the time digest first saw
+them, so one deleted while its feed still lists it would come back dated now, new enough for
+an edition. Worker rows of processes gone for a day are deleted too.
 
 Deleting goes in small batches, each its own short transaction, so that a poll or a closing
 running meanwhile waits for one batch at most. The daemon prunes once a day; cron can run
@@ -78,6 +80,9 @@ def _prune_entries(store: Store, before: datetime, batch: int) -> int:
             EntryRow.first_seen_at < before,
             EntryRow.feed_id.not_in(own),
             ~chosen.exists(),
+            # An undated entry is dated when first seen: deleted while its feed still lists
+            # it, it would come back dated now, new enough for the next edition.
+            EntryRow.published_at != EntryRow.first_seen_at,
         )
         .limit(batch)
     )
