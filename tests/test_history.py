@@ -258,6 +258,26 @@ def test_an_undated_entry_its_feed_still_lists_is_not_pruned_into_a_later_editio
     assert titles == {"Fresh 0", "Fresh 1"}
 
 
+def test_prune_keeps_what_a_stream_looks_back_on(sqlite_store: Store, tmp_path: Path) -> None:
+    """A weekly stream looks back further than a short retention: what its next edition
+    would take is not deleted first."""
+    config = settings(tmp_path).model_copy(
+        update={
+            "streams": {"links": StreamSettings(lookback=timedelta(days=14))},
+            "retention": RetentionSettings(unpublished=timedelta(days=7)),
+        }
+    )
+    ids = add_feeds(sqlite_store, list(FEEDS), T0)
+    with sqlite_store.writing() as session:
+        store_old(session, ids[FEEDS[1].url], 1, T0 - timedelta(days=10))
+        store_old(session, ids[FEEDS[0].url], 1, T0 - timedelta(days=20))
+
+    assert prune(sqlite_store, config, T0).entries == 1  # only what no edition can take
+
+    edition = build(sqlite_store, config, at=T0)
+    assert [item.title for s in edition[0].sections for item in s.items] == ["Old 0"]
+
+
 def test_prune_and_vacuum_give_sqlite_space_back(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
     store.upgrade()

@@ -1,8 +1,9 @@
 """Retention: what the database forgets, so that it does not grow forever.
 
 Entries that never went into an edition are deleted once first seen longer ago than
-`retention.unpublished` (default 90 days): no page shows them, and a feed that still lists one
-only brings it back as a new entry too old for any edition. Entries an edition took are kept
+`retention.unpublished` (default 90 days; never less than a stream's lookback, so that what
+its next edition would take stays): no page shows them, and a feed that still lists one only
+brings it back as a new entry too old for any edition. Entries an edition took are kept
 as long as the edition (its pages are made from its own copy of them, which stays), and so
 are the site's own posts, which the recent posts list, and entries an editor's choice still
 names (a pin, a hide). Undated entries are kept too: their date is the time digest first saw
@@ -48,6 +49,8 @@ def prune(store: Store, settings: Settings, now: datetime, *, batch: int = BATCH
     entries = 0
     keep_for = settings.retention.unpublished
     if keep_for is not None:
+        # Never shorter than a stream's lookback: what its next edition would take stays.
+        keep_for = max([keep_for, *(stream.lookback for stream in settings.streams.values())])
         entries = _prune_entries(store, now - keep_for, batch)
     with store.writing() as session:
         gone = list(
