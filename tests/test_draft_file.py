@@ -119,3 +119,10 @@ def test_a_file_of_comments_only_is_empty() -> None:
     for text in ("", "\n\n", "# title: x\n#keep\n   \n"):
         with pytest.raises(EmptyDraftFile):
             parse_draft_file(text, DRAFT)
+
+
+def test_a_skipped_line_stays_out_whatever_its_section() -> None:
+    # skip means "it stays out as the rules decide": a moved section must not pin it in
+    edits = parse_draft_file(f"skip {D} [Security]\n", DRAFT)
+    assert edits.pin == {}
+    assert edits == Edits(clear=frozenset({13}))

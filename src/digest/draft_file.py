@@ -152,7 +152,7 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
             problems.append(f"{where}: skip is for held-back lines: hide {handle} to keep it out")
         elif verb == HIDE:
             hide.add(entry_id)
-        elif verb == PIN or section != shown[handle]:
+        elif verb != SKIP and (verb == PIN or section != shown[handle]):
             pin[entry_id] = section
         else:
             clear.add(entry_id)
