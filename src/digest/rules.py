@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from digest.config import Settings
+from digest.config import Settings, ascii_host
 
 
 @functools.lru_cache(maxsize=4096)
@@ -72,7 +72,7 @@ def blocked_domain(link: str | None, domains: tuple[str, ...]) -> str | None:
     if not link or not domains:
         return None
     try:
-        host = (urlsplit(link).hostname or "").rstrip(".")
+        host = ascii_host(urlsplit(link).hostname or "").rstrip(".")
     except ValueError:
         return None
     for domain in domains:
