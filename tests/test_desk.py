@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from digest.config import FeedSettings, StreamSettings
 from digest.editions import close_edition, plan_edition
 from digest.handles import ALPHABET, entry_id_of, handle_of
-from digest.store import EditionRow, EntryRow, Store, store_entries
+from digest.store import EditionRow, EntryRow, FeedRow, Store, store_entries
 from digest.store.choices import (
     Choices,
     load_choices,
@@ -153,6 +153,27 @@ def test_hiding_unpins_and_pinning_unhides(store: Store) -> None:
         set_title(session, "links", None, T0)  # cleared
     with store.reading() as session:
         assert load_choices(session, "links") == Choices(pinned={ids["One"]: None})
+
+
+def test_a_hide_and_a_pin_follow_their_entry_into_the_stream_its_feed_moved_to(
+    store: Store,
+) -> None:
+    """feeds.yaml moves a feed to another stream: an entry hidden while it was in the first
+    stays out of the second's editions, and a pin puts it into the second's next edition."""
+    ids = entry_ids(store)
+    with store.writing() as session:
+        set_hidden(session, {ids["Two"]: "links"}, True, T0)
+        set_pinned(session, {ids["Old"]: "links"}, {}, True, T0)
+        session.execute(update(FeedRow).values(stream="science"))  # as sync_feeds does
+    with store.reading() as session:
+        plan = plan_edition(session, "science", LINKS, ZONE, T0)
+    assert [c.title for c in plan.items] == ["Old", "One", "Three"]
+    assert [(h.candidate.title, h.reason) for h in plan.held] == [("Two", "hidden by the editor")]
+    with store.writing() as session:
+        assert close_edition(session, "science", LINKS, ZONE, T0) is not None
+    with store.reading() as session:
+        assert load_choices(session, "science") == Choices(hidden=frozenset({ids["Two"]}))
+        assert load_choices(session, "links") == Choices()
 
 
 # --- the commands ----------------------------------------------------------------------
