@@ -262,6 +262,13 @@ def test_an_editor_shapes_the_next_edition_and_build_honours_it(desk: DeskSite) 
     assert desk.held() == {"Slop about AI": "hidden by the editor"}
 
 
+def test_a_headline_named_twice_is_in_the_title_once(desk: DeskSite) -> None:
+    patch, bees = desk.handle("Patch now"), desk.handle("Bees count to four")
+    desk.ok("headline", "links", patch, bees, patch.upper())
+    assert desk.draft()["title"] == f"Links {NOW:%d/%m/%Y}: Patch now and Bees count to four"
+    assert desk.draft()["headlines"] == [bees, patch]  # in the order of the items
+
+
 def test_title_is_taken_verbatim_and_not_cut(desk: DeskSite) -> None:
     words = "Slop, Autosuggestions, and Nostr; " + "a very long editor's note " * 6
     result = desk.ok("title", "links", words)

@@ -100,11 +100,11 @@ def set_pinned(
 
 
 def set_headlines(session: Session, stream: str, entry_ids: Sequence[int], now: datetime) -> None:
-    """The next edition's headlines, in order (none: chosen as usual)."""
+    """The next edition's headlines, in order, each once (none: chosen as usual)."""
     _drop_stream(session, stream, HEADLINE)
     session.add_all(
         ChoiceRow(stream=stream, kind=HEADLINE, entry_id=entry_id, position=index, made_at=now)
-        for index, entry_id in enumerate(entry_ids)
+        for index, entry_id in enumerate(dict.fromkeys(entry_ids))
     )
 
 
