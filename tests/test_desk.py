@@ -269,6 +269,18 @@ def test_a_headline_named_twice_is_in_the_title_once(desk: DeskSite) -> None:
     assert desk.draft()["headlines"] == [bees, patch]  # in the order of the items
 
 
+def test_a_headline_must_be_an_item_of_the_next_edition(desk: DeskSite) -> None:
+    slop, patch = desk.handle("Slop about AI"), desk.handle("Patch now")
+    desk.ok("hide", slop)
+    result = desk.digest("headline", "links", patch, slop)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{slop}: 'Slop about AI' is not in the next edition (hidden by the editor)",
+        "nothing changed",
+    ]
+    assert desk.draft()["headlines"] == []
+
+
 def test_title_is_taken_verbatim_and_not_cut(desk: DeskSite) -> None:
     words = "Slop, Autosuggestions, and Nostr; " + "a very long editor's note " * 6
     result = desk.ok("title", "links", words)

@@ -352,14 +352,20 @@ def headline(
     store: Store, settings: Settings, stream: str, handles: Sequence[str], now: datetime
 ) -> list[Target]:
     """The items whose headlines make the next edition's title, in this order (none: the
-    usual choice)."""
+    usual choice). Each must be an item of the draft: the title is made of those only."""
     _known_stream(settings, stream)
+    (shown,) = drafts(store, settings, [stream], now)
+    going_in = {entry_id_of(item.handle) for item in shown.items}
+    held = {entry_id_of(entry.handle): entry.reason for entry in shown.held_back}
     with store.writing() as session:
         targets = resolve(session, handles)
         problems = _already_closed(targets) + [
             f"{t.handle}: {t.title!r} is in stream {t.stream}, not {stream}"
-            for t in targets
             if t.stream != stream
+            else f"{t.handle}: {t.title!r} is not in the next edition"
+            + (f" ({held[t.entry_id]})" if t.entry_id in held else "")
+            for t in targets
+            if not t.edition and (t.stream != stream or t.entry_id not in going_in)
         ]
         if problems:
             raise DeskError(problems)
