@@ -126,3 +126,11 @@ def test_a_skipped_line_stays_out_whatever_its_section() -> None:
     edits = parse_draft_file(f"skip {D} [Security]\n", DRAFT)
     assert edits.pin == {}
     assert edits == Edits(clear=frozenset({13}))
+
+
+def test_handles_typed_in_the_file_forgive_look_alikes_as_on_the_command_line() -> None:
+    # 0 typed as o, 1 as l: `digest hide` takes them, and so does the file
+    typed = A.replace("0", "O")
+    assert typed != A
+    assert parse_draft_file(f"headlines: {typed}\n", DRAFT).headlines == (10,)
+    assert parse_draft_file(f"hide {typed} [Science]\n", DRAFT) == Edits(hide=frozenset({10}))

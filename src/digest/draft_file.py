@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from digest.handles import entry_id_of
+from digest.handles import entry_id_of, handle_of
 
 if TYPE_CHECKING:
     from digest.desk import Draft
@@ -127,7 +127,7 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
         verb_text, handle_text, section = match[1].lower(), match[2], match[3].strip()
         verb = _verb(verb_text)
         entry_id = entry_id_of(handle_text)
-        handle = handle_text.lower()
+        handle = handle_text.lower() if entry_id is None else handle_of(entry_id)
         if verb is None:
             problems.append(f"{where}: unknown verb {match[1]!r} (keep, pin, hide or skip)")
             continue
@@ -191,7 +191,7 @@ def _headlines(
     chosen: list[int] = []
     for text in value.replace(",", " ").split():
         entry_id = entry_id_of(text)
-        handle = text.lower()
+        handle = text.lower() if entry_id is None else handle_of(entry_id)
         if entry_id is None or handle not in shown:
             problems.append(
                 f"draft line {number}: headlines: {text!r} is not a handle of this draft"
