@@ -311,6 +311,15 @@ def test_wrong_handles_change_nothing_and_say_which(desk: DeskSite) -> None:
     assert desk.digest("headline", "linx", good).exit_code == 2
 
 
+def test_a_long_string_that_checks_out_is_no_entry_not_a_crash(desk: DeskSite) -> None:
+    # A pasted token can pass the check digit (1 in 32); its id is beyond any database's.
+    huge = handle_of(2**64 + 5)
+    for command in (["hide", huge], ["unpin", huge], ["headline", "links", huge]):
+        result = desk.digest(*command)
+        assert result.exit_code == 2, result.output
+        assert f"{huge!r} is not a handle (a typo?)" in result.stderr
+
+
 def test_closed_entries_are_amended_not_hidden(desk: DeskSite) -> None:
     patch = desk.handle("Patch now")
     desk.ok("build")
