@@ -266,7 +266,7 @@ def test_a_headline_named_twice_is_in_the_title_once(desk: DeskSite) -> None:
     patch, bees = desk.handle("Patch now"), desk.handle("Bees count to four")
     desk.ok("headline", "links", patch, bees, patch.upper())
     assert desk.draft()["title"] == f"Links {NOW:%d/%m/%Y}: Patch now and Bees count to four"
-    assert desk.draft()["headlines"] == [bees, patch]  # in the order of the items
+    assert desk.draft()["headlines"] == [patch, bees]  # in the order given
 
 
 def test_a_headline_must_be_an_item_of_the_next_edition(desk: DeskSite) -> None:
@@ -427,6 +427,19 @@ def test_draft_edit_applies_every_choice_at_once(desk: DeskSite, tmp_path: Path)
     title, items = closed_titles(desk)
     assert title == f"Links {NOW:%d/%m/%Y}: Coral and Bees"
     assert items == ["Coral grows back", "Bees count to four", "Patch now", "Typo squatting"]
+
+
+def test_a_draft_file_saved_as_it_was_keeps_the_headlines_in_their_order(
+    desk: DeskSite, tmp_path: Path
+) -> None:
+    bees, patch = desk.handle("Bees count to four"), desk.handle("Patch now")
+    desk.ok("headline", "links", patch, bees)  # not the order of the items
+    title = f"Links {NOW:%d/%m/%Y}: Patch now and Bees count to four"
+    assert desk.draft()["title"] == title
+    assert desk.draft()["headlines"] == [patch, bees]
+    result = desk.digest("draft", "--edit", "links", env=editor(tmp_path, "text += '# ok\\n'"))
+    assert result.exit_code == 0, result.output
+    assert desk.draft()["title"] == title
 
 
 def test_a_draft_file_with_bad_lines_changes_nothing_and_names_them(

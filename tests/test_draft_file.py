@@ -43,6 +43,7 @@ DRAFT = Draft(
     ),
     title_choice="My words",
     sections=("Leftovers", "Science", "Security"),
+    headlines=(B,),
 )
 
 

@@ -84,6 +84,7 @@ class Draft:
     held_back: tuple[HeldItem, ...]
     title_choice: str | None = None  # the editor's words for the title
     sections: tuple[str, ...] = field(default=())  # every section an item may go to
+    headlines: tuple[str, ...] = ()  # handles of the items the editor chose, in their order
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -92,7 +93,7 @@ class Draft:
             "closes": self.closes,
             "min_items": self.min_items,
             "title_choice": self.title_choice,
-            "headlines": [item.handle for item in self.items if item.headline],
+            "headlines": list(self.headlines),
             "items": [item.as_json() for item in self.items],
             "held_back": [held.as_json() for held in self.held_back],
         }
@@ -119,6 +120,7 @@ def drafts(store: Store, settings: Settings, streams: Sequence[str], at: datetim
 
 def _draft(plan: Plan, sections: tuple[str, ...]) -> Draft:
     choices = plan.choices
+    going_in = {c.entry_id for c in plan.items}
     return Draft(
         stream=plan.stream,
         title=plan.title,
@@ -152,6 +154,11 @@ def _draft(plan: Plan, sections: tuple[str, ...]) -> Draft:
         ),
         title_choice=choices.title,
         sections=sections,
+        headlines=tuple(
+            handle_of(entry_id)
+            for entry_id in dict.fromkeys(choices.headlines)
+            if entry_id in going_in
+        ),
     )
 
 

@@ -72,7 +72,7 @@ def render_draft_file(draft: Draft) -> str:
     )
     lines = [f"# Draft of {draft.stream}: {draft.title}", f"# {state}", "#", HELP.rstrip("\n")]
     lines.append(f"title: {draft.title_choice or ''}".rstrip())
-    lines.append("headlines: " + " ".join(item.handle for item in draft.items if item.headline))
+    lines.append("headlines: " + " ".join(draft.headlines))
     lines[-1] = lines[-1].rstrip()
     section = None
     for item in draft.items:
