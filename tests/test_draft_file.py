@@ -3,6 +3,7 @@ named."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -135,3 +136,22 @@ def test_handles_typed_in_the_file_forgive_look_alikes_as_on_the_command_line() 
     assert typed != A
     assert parse_draft_file(f"headlines: {typed}\n", DRAFT).headlines == (10,)
     assert parse_draft_file(f"hide {typed} [Science]\n", DRAFT) == Edits(hide=frozenset({10}))
+
+
+def test_a_blocked_domain_cannot_be_pinned_in_the_file_either() -> None:
+    # as `digest pin` refuses it: the block_domains list is absolute
+    slop = handle_of(15)
+    draft = replace(
+        DRAFT,
+        held_back=(
+            *DRAFT.held_back,
+            HeldItem(slop, "Feed", "Science", "Farm", None, "blocked domain slop.example", False),
+        ),
+    )
+    with pytest.raises(DraftFileError) as error:
+        parse_draft_file(f"pin {slop} [Science]\nheadlines: {slop}\n", draft)
+    assert error.value.problems == [
+        f"draft line 1: {slop}: blocked domain slop.example (block_domains): "
+        "its links never enter an edition",
+        f"draft line 2: headlines: {slop} stays out of the edition",
+    ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from digest.handles import entry_id_of, handle_of
+from digest.rules import BLOCKED
 
 if TYPE_CHECKING:
     from digest.desk import Draft
@@ -96,6 +97,11 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
     shown = {item.handle: item.section for item in draft.items}
     shown |= {held.handle: held.section for held in draft.held_back}
     rule_held = {held.handle for held in draft.held_back if not held.hidden}
+    blocked = {
+        held.handle: held.reason
+        for held in draft.held_back
+        if held.reason.startswith(BLOCKED + " ")
+    }
     problems: list[str] = []
     hide: set[int] = set()
     clear: set[int] = set()
@@ -152,6 +158,11 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
             problems.append(f"{where}: skip is for held-back lines: hide {handle} to keep it out")
         elif verb == HIDE:
             hide.add(entry_id)
+        elif verb != SKIP and handle in blocked and (verb == PIN or section != shown[handle]):
+            problems.append(
+                f"{where}: {handle}: {blocked[handle]} (block_domains): "
+                "its links never enter an edition"
+            )
         elif verb != SKIP and (verb == PIN or section != shown[handle]):
             pin[entry_id] = section
         else:
