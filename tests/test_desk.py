@@ -442,6 +442,23 @@ def test_a_draft_file_saved_as_it_was_keeps_the_headlines_in_their_order(
     assert desk.draft()["title"] == title
 
 
+def test_a_draft_file_saved_as_it_was_keeps_a_waiting_pin(desk: DeskSite, tmp_path: Path) -> None:
+    # Another feed tells "Patch now" too: both tellers pinned, one goes in, one waits.
+    desk.feed("mirror", [Story("Patch now (mirror)", "https://sec.example/1")], "Security")
+    desk.ok("poll")
+    patch, twin = desk.handle("Patch now"), desk.handle("Patch now (mirror)")
+    desk.ok("pin", patch, "--section", "Leftovers")
+    desk.ok("pin", twin, "--section", "Leftovers")
+    assert desk.held() == {"Patch now (mirror)": f"the same story as {patch}"}
+    result = desk.digest("draft", "--edit", "links", env=editor(tmp_path, "text += '# ok\\n'"))
+    assert result.exit_code == 0, result.output
+    choices = json.loads(desk.ok("status", "--json").stdout)["streams"]["links"]["choices"]
+    assert choices["pinned"] == [
+        {"handle": patch, "section": "Leftovers"},
+        {"handle": twin, "section": "Leftovers"},
+    ]
+
+
 def test_a_draft_file_with_bad_lines_changes_nothing_and_names_them(
     desk: DeskSite, tmp_path: Path
 ) -> None:

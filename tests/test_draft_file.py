@@ -155,3 +155,18 @@ def test_a_blocked_domain_cannot_be_pinned_in_the_file_either() -> None:
         "its links never enter an edition",
         f"draft line 2: headlines: {slop} stays out of the edition",
     ]
+
+
+def test_a_pinned_entry_held_back_as_a_repeat_keeps_its_pin_when_saved_as_it_was() -> None:
+    # Two tellers of one story both pinned: one goes in, the other waits with its pin
+    twin = handle_of(16)
+    draft = replace(
+        DRAFT,
+        held_back=(
+            *DRAFT.held_back,
+            HeldItem(twin, "Feed", "Security", "Twin", None, f"the same story as {C}", False, True),
+        ),
+    )
+    text = render_draft_file(draft)
+    assert f"pin {twin} [Security] Feed ☛ Twin   # the same story as {C}\n" in text
+    assert parse_draft_file(text, draft).pin == {12: "Security", 16: "Security"}

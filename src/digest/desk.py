@@ -67,6 +67,7 @@ class HeldItem:
     link: str | None
     reason: str
     hidden: bool  # by the editor (an unhide lets it in)
+    pinned: bool = False  # by the editor, and held back all the same (a repeat, a blocked domain)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,11 +145,12 @@ def _draft(plan: Plan, sections: tuple[str, ...]) -> Draft:
             HeldItem(
                 handle=handle_of(held.candidate.entry_id),
                 feed=held.candidate.source,
-                section=held.candidate.section,
+                section=choices.pinned.get(held.candidate.entry_id) or held.candidate.section,
                 title=held.candidate.title,
                 link=held.candidate.link,
                 reason=held.reason,
                 hidden=held.candidate.entry_id in choices.hidden,
+                pinned=held.candidate.entry_id in choices.pinned,
             )
             for held in plan.held
         ),

@@ -85,7 +85,10 @@ def render_draft_file(draft: Draft) -> str:
     if draft.held_back:
         lines += ["", "# Held back (the reason follows each line)"]
     for held in draft.held_back:
-        verb = HIDE if held.hidden else SKIP
+        # A pin that waits (the story's other teller went in) is kept by saving the file as
+        # it was; a blocked domain's pin is no use, and skip lets it go.
+        kept = held.pinned and not held.reason.startswith(BLOCKED + " ")
+        verb = HIDE if held.hidden else PIN if kept else SKIP
         line = _item_line(verb, held.handle, held.section, held.feed, held.title)
         lines.append(f"{line}   # {held.reason}")
     return "\n".join(lines) + "\n"
