@@ -494,7 +494,7 @@ def amend(
                 )
             elif entry_id not in by_id:
                 problems.append(f"{text}: not an item of {_path(row)}")
-            else:
+            elif by_id[entry_id] not in hidden:  # a handle given twice is taken out once
                 hidden.append(by_id[entry_id])
         if hidden and len({item.id for item in hidden}) == len(items):
             problems.append(f"that would leave {_path(row)} empty: hide fewer items")
