@@ -76,8 +76,11 @@ def test_amend_rewrites_one_edition_with_the_same_ids_and_a_new_updated(desk: De
     before = {path: atom_entries(path) for path in feeds}
     pages = {path: path.read_bytes() for path in desk.public.rglob("*") if path.is_file()}
 
-    result = desk.ok("amend", first, "--hide", typo, "--title", "Coral grows back")
+    result = desk.ok(
+        "amend", first, "--hide", typo, "--hide", typo.upper(), "--title", "Coral grows back"
+    )
     assert f"amended {first}: Links {FIRST:%d/%m/%Y}: Coral grows back" in result.stdout
+    assert result.stdout.count("taken out: Bees cuont to four") == 1  # named twice, out once
 
     for path in feeds:
         validate_atom(path)

@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from digest.config import FeedSettings, StreamSettings
 from digest.editions import close_edition, plan_edition
 from digest.handles import ALPHABET, entry_id_of, handle_of
-from digest.store import EditionRow, EntryRow, Store, store_entries
+from digest.store import EditionRow, EntryRow, FeedRow, Store, store_entries
 from digest.store.choices import (
     Choices,
     load_choices,
@@ -155,6 +155,27 @@ def test_hiding_unpins_and_pinning_unhides(store: Store) -> None:
         assert load_choices(session, "links") == Choices(pinned={ids["One"]: None})
 
 
+def test_a_hide_and_a_pin_follow_their_entry_into_the_stream_its_feed_moved_to(
+    store: Store,
+) -> None:
+    """feeds.yaml moves a feed to another stream: an entry hidden while it was in the first
+    stays out of the second's editions, and a pin puts it into the second's next edition."""
+    ids = entry_ids(store)
+    with store.writing() as session:
+        set_hidden(session, {ids["Two"]: "links"}, True, T0)
+        set_pinned(session, {ids["Old"]: "links"}, {}, True, T0)
+        session.execute(update(FeedRow).values(stream="science"))  # as sync_feeds does
+    with store.reading() as session:
+        plan = plan_edition(session, "science", LINKS, ZONE, T0)
+    assert [c.title for c in plan.items] == ["Old", "One", "Three"]
+    assert [(h.candidate.title, h.reason) for h in plan.held] == [("Two", "hidden by the editor")]
+    with store.writing() as session:
+        assert close_edition(session, "science", LINKS, ZONE, T0) is not None
+    with store.reading() as session:
+        assert load_choices(session, "science") == Choices(hidden=frozenset({ids["Two"]}))
+        assert load_choices(session, "links") == Choices()
+
+
 # --- the commands ----------------------------------------------------------------------
 
 
@@ -241,6 +262,25 @@ def test_an_editor_shapes_the_next_edition_and_build_honours_it(desk: DeskSite) 
     assert desk.held() == {"Slop about AI": "hidden by the editor"}
 
 
+def test_a_headline_named_twice_is_in_the_title_once(desk: DeskSite) -> None:
+    patch, bees = desk.handle("Patch now"), desk.handle("Bees count to four")
+    desk.ok("headline", "links", patch, bees, patch.upper())
+    assert desk.draft()["title"] == f"Links {NOW:%d/%m/%Y}: Patch now and Bees count to four"
+    assert desk.draft()["headlines"] == [patch, bees]  # in the order given
+
+
+def test_a_headline_must_be_an_item_of_the_next_edition(desk: DeskSite) -> None:
+    slop, patch = desk.handle("Slop about AI"), desk.handle("Patch now")
+    desk.ok("hide", slop)
+    result = desk.digest("headline", "links", patch, slop)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{slop}: 'Slop about AI' is not in the next edition (hidden by the editor)",
+        "nothing changed",
+    ]
+    assert desk.draft()["headlines"] == []
+
+
 def test_title_is_taken_verbatim_and_not_cut(desk: DeskSite) -> None:
     words = "Slop, Autosuggestions, and Nostr; " + "a very long editor's note " * 6
     result = desk.ok("title", "links", words)
@@ -269,6 +309,15 @@ def test_wrong_handles_change_nothing_and_say_which(desk: DeskSite) -> None:
         "no section 'Gossip' in stream links (known: Leftovers, Science, Security)" in result.stderr
     )
     assert desk.digest("headline", "linx", good).exit_code == 2
+
+
+def test_a_long_string_that_checks_out_is_no_entry_not_a_crash(desk: DeskSite) -> None:
+    # A pasted token can pass the check digit (1 in 32); its id is beyond any database's.
+    huge = handle_of(2**64 + 5)
+    for command in (["hide", huge], ["unpin", huge], ["headline", "links", huge]):
+        result = desk.digest(*command)
+        assert result.exit_code == 2, result.output
+        assert f"{huge!r} is not a handle (a typo?)" in result.stderr
 
 
 def test_closed_entries_are_amended_not_hidden(desk: DeskSite) -> None:
@@ -378,6 +427,36 @@ def test_draft_edit_applies_every_choice_at_once(desk: DeskSite, tmp_path: Path)
     title, items = closed_titles(desk)
     assert title == f"Links {NOW:%d/%m/%Y}: Coral and Bees"
     assert items == ["Coral grows back", "Bees count to four", "Patch now", "Typo squatting"]
+
+
+def test_a_draft_file_saved_as_it_was_keeps_the_headlines_in_their_order(
+    desk: DeskSite, tmp_path: Path
+) -> None:
+    bees, patch = desk.handle("Bees count to four"), desk.handle("Patch now")
+    desk.ok("headline", "links", patch, bees)  # not the order of the items
+    title = f"Links {NOW:%d/%m/%Y}: Patch now and Bees count to four"
+    assert desk.draft()["title"] == title
+    assert desk.draft()["headlines"] == [patch, bees]
+    result = desk.digest("draft", "--edit", "links", env=editor(tmp_path, "text += '# ok\\n'"))
+    assert result.exit_code == 0, result.output
+    assert desk.draft()["title"] == title
+
+
+def test_a_draft_file_saved_as_it_was_keeps_a_waiting_pin(desk: DeskSite, tmp_path: Path) -> None:
+    # Another feed tells "Patch now" too: both tellers pinned, one goes in, one waits.
+    desk.feed("mirror", [Story("Patch now (mirror)", "https://sec.example/1")], "Security")
+    desk.ok("poll")
+    patch, twin = desk.handle("Patch now"), desk.handle("Patch now (mirror)")
+    desk.ok("pin", patch, "--section", "Leftovers")
+    desk.ok("pin", twin, "--section", "Leftovers")
+    assert desk.held() == {"Patch now (mirror)": f"the same story as {patch}"}
+    result = desk.digest("draft", "--edit", "links", env=editor(tmp_path, "text += '# ok\\n'"))
+    assert result.exit_code == 0, result.output
+    choices = json.loads(desk.ok("status", "--json").stdout)["streams"]["links"]["choices"]
+    assert choices["pinned"] == [
+        {"handle": patch, "section": "Leftovers"},
+        {"handle": twin, "section": "Leftovers"},
+    ]
 
 
 def test_a_draft_file_with_bad_lines_changes_nothing_and_names_them(

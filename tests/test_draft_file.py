@@ -3,6 +3,7 @@ named."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -43,6 +44,7 @@ DRAFT = Draft(
     ),
     title_choice="My words",
     sections=("Leftovers", "Science", "Security"),
+    headlines=(B,),
 )
 
 
@@ -119,3 +121,52 @@ def test_a_file_of_comments_only_is_empty() -> None:
     for text in ("", "\n\n", "# title: x\n#keep\n   \n"):
         with pytest.raises(EmptyDraftFile):
             parse_draft_file(text, DRAFT)
+
+
+def test_a_skipped_line_stays_out_whatever_its_section() -> None:
+    # skip means "it stays out as the rules decide": a moved section must not pin it in
+    edits = parse_draft_file(f"skip {D} [Security]\n", DRAFT)
+    assert edits.pin == {}
+    assert edits == Edits(clear=frozenset({13}))
+
+
+def test_handles_typed_in_the_file_forgive_look_alikes_as_on_the_command_line() -> None:
+    # 0 typed as o, 1 as l: `digest hide` takes them, and so does the file
+    typed = A.replace("0", "O")
+    assert typed != A
+    assert parse_draft_file(f"headlines: {typed}\n", DRAFT).headlines == (10,)
+    assert parse_draft_file(f"hide {typed} [Science]\n", DRAFT) == Edits(hide=frozenset({10}))
+
+
+def test_a_blocked_domain_cannot_be_pinned_in_the_file_either() -> None:
+    # as `digest pin` refuses it: the block_domains list is absolute
+    slop = handle_of(15)
+    draft = replace(
+        DRAFT,
+        held_back=(
+            *DRAFT.held_back,
+            HeldItem(slop, "Feed", "Science", "Farm", None, "blocked domain slop.example", False),
+        ),
+    )
+    with pytest.raises(DraftFileError) as error:
+        parse_draft_file(f"pin {slop} [Science]\nheadlines: {slop}\n", draft)
+    assert error.value.problems == [
+        f"draft line 1: {slop}: blocked domain slop.example (block_domains): "
+        "its links never enter an edition",
+        f"draft line 2: headlines: {slop} stays out of the edition",
+    ]
+
+
+def test_a_pinned_entry_held_back_as_a_repeat_keeps_its_pin_when_saved_as_it_was() -> None:
+    # Two tellers of one story both pinned: one goes in, the other waits with its pin
+    twin = handle_of(16)
+    draft = replace(
+        DRAFT,
+        held_back=(
+            *DRAFT.held_back,
+            HeldItem(twin, "Feed", "Security", "Twin", None, f"the same story as {C}", False, True),
+        ),
+    )
+    text = render_draft_file(draft)
+    assert f"pin {twin} [Security] Feed ☛ Twin   # the same story as {C}\n" in text
+    assert parse_draft_file(text, draft).pin == {12: "Security", 16: "Security"}

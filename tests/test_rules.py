@@ -53,6 +53,21 @@ def test_blocked_domains_take_subdomains_and_nothing_else() -> None:
     assert blocked_domain("https://[::1/", domains) is None  # unreadable: not blocked, no crash
 
 
+def test_blocked_domains_match_international_hosts_however_they_are_written(
+    tmp_path: Path,
+) -> None:
+    # A link may spell an internationalised host in Unicode (or with an ideographic full
+    # stop); feeds.yaml in its ASCII form (or in Unicode): the same host either way.
+    punycode = ("xn--bcher-kva.example",)
+    assert blocked_domain("https://bücher.example/a", punycode) == "xn--bcher-kva.example"
+    assert blocked_domain("https://www.BÜCHER.example/a", punycode) == "xn--bcher-kva.example"
+    assert blocked_domain("https://bücher\u3002example/a", punycode) == "xn--bcher-kva.example"
+    assert blocked_domain("https://xn--bcher-kva.example/a", punycode) == "xn--bcher-kva.example"
+    assert blocked_domain("https://notbücher.example/a", punycode) is None
+    path = write(tmp_path, "block_domains: [Bücher.example]\n")
+    assert load_config(path).settings.block_domains == punycode
+
+
 def test_patterns_match_title_link_or_summary_case_insensitively() -> None:
     rules = PatternRules("the stream's", exclude=(r"\bcrypto",), include=())
     assert rules.holds(("Crypto Winter", "", "")) == "excluded by the stream's rule '\\bcrypto'"

@@ -69,10 +69,22 @@ Pattern = Annotated[str, BeforeValidator(_pattern)]
 _DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
 
 
+def ascii_host(host: str) -> str:
+    """A host name as DNS spells it: an internationalised one (bücher.example, or with an
+    ideographic full stop) in its ASCII form (xn--bcher-kva.example), lower case."""
+    if host.isascii():
+        return host.lower()
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return host.lower()
+
+
 def _domain(value: object) -> str:
     """A blocked domain as links' host names are compared with it: lower-case, no dot before;
     `*.slop.example` means the same as `slop.example` (subdomains are always included)."""
     text = value.strip().lower().removeprefix("*.").strip(".") if isinstance(value, str) else ""
+    text = ascii_host(text).strip(".")
     if not _DOMAIN.match(text):
         raise ValueError(f"expected a domain such as slop.example, got {value!r}")
     return text

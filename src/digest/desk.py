@@ -67,6 +67,7 @@ class HeldItem:
     link: str | None
     reason: str
     hidden: bool  # by the editor (an unhide lets it in)
+    pinned: bool = False  # by the editor, and held back all the same (a repeat, a blocked domain)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +85,7 @@ class Draft:
     held_back: tuple[HeldItem, ...]
     title_choice: str | None = None  # the editor's words for the title
     sections: tuple[str, ...] = field(default=())  # every section an item may go to
+    headlines: tuple[str, ...] = ()  # handles of the items the editor chose, in their order
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -92,7 +94,7 @@ class Draft:
             "closes": self.closes,
             "min_items": self.min_items,
             "title_choice": self.title_choice,
-            "headlines": [item.handle for item in self.items if item.headline],
+            "headlines": list(self.headlines),
             "items": [item.as_json() for item in self.items],
             "held_back": [held.as_json() for held in self.held_back],
         }
@@ -119,6 +121,7 @@ def drafts(store: Store, settings: Settings, streams: Sequence[str], at: datetim
 
 def _draft(plan: Plan, sections: tuple[str, ...]) -> Draft:
     choices = plan.choices
+    going_in = {c.entry_id for c in plan.items}
     return Draft(
         stream=plan.stream,
         title=plan.title,
@@ -142,16 +145,22 @@ def _draft(plan: Plan, sections: tuple[str, ...]) -> Draft:
             HeldItem(
                 handle=handle_of(held.candidate.entry_id),
                 feed=held.candidate.source,
-                section=held.candidate.section,
+                section=choices.pinned.get(held.candidate.entry_id) or held.candidate.section,
                 title=held.candidate.title,
                 link=held.candidate.link,
                 reason=held.reason,
                 hidden=held.candidate.entry_id in choices.hidden,
+                pinned=held.candidate.entry_id in choices.pinned,
             )
             for held in plan.held
         ),
         title_choice=choices.title,
         sections=sections,
+        headlines=tuple(
+            handle_of(entry_id)
+            for entry_id in dict.fromkeys(choices.headlines)
+            if entry_id in going_in
+        ),
     )
 
 
@@ -352,14 +361,20 @@ def headline(
     store: Store, settings: Settings, stream: str, handles: Sequence[str], now: datetime
 ) -> list[Target]:
     """The items whose headlines make the next edition's title, in this order (none: the
-    usual choice)."""
+    usual choice). Each must be an item of the draft: the title is made of those only."""
     _known_stream(settings, stream)
+    (shown,) = drafts(store, settings, [stream], now)
+    going_in = {entry_id_of(item.handle) for item in shown.items}
+    held = {entry_id_of(entry.handle): entry.reason for entry in shown.held_back}
     with store.writing() as session:
         targets = resolve(session, handles)
         problems = _already_closed(targets) + [
             f"{t.handle}: {t.title!r} is in stream {t.stream}, not {stream}"
-            for t in targets
             if t.stream != stream
+            else f"{t.handle}: {t.title!r} is not in the next edition"
+            + (f" ({held[t.entry_id]})" if t.entry_id in held else "")
+            for t in targets
+            if not t.edition and (t.stream != stream or t.entry_id not in going_in)
         ]
         if problems:
             raise DeskError(problems)
@@ -479,7 +494,7 @@ def amend(
                 )
             elif entry_id not in by_id:
                 problems.append(f"{text}: not an item of {_path(row)}")
-            else:
+            elif by_id[entry_id] not in hidden:  # a handle given twice is taken out once
                 hidden.append(by_id[entry_id])
         if hidden and len({item.id for item in hidden}) == len(items):
             problems.append(f"that would leave {_path(row)} empty: hide fewer items")

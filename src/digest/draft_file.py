@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from digest.handles import entry_id_of
+from digest.handles import entry_id_of, handle_of
+from digest.rules import BLOCKED
 
 if TYPE_CHECKING:
     from digest.desk import Draft
@@ -72,7 +73,7 @@ def render_draft_file(draft: Draft) -> str:
     )
     lines = [f"# Draft of {draft.stream}: {draft.title}", f"# {state}", "#", HELP.rstrip("\n")]
     lines.append(f"title: {draft.title_choice or ''}".rstrip())
-    lines.append("headlines: " + " ".join(item.handle for item in draft.items if item.headline))
+    lines.append("headlines: " + " ".join(draft.headlines))
     lines[-1] = lines[-1].rstrip()
     section = None
     for item in draft.items:
@@ -84,7 +85,10 @@ def render_draft_file(draft: Draft) -> str:
     if draft.held_back:
         lines += ["", "# Held back (the reason follows each line)"]
     for held in draft.held_back:
-        verb = HIDE if held.hidden else SKIP
+        # A pin that waits (the story's other teller went in) is kept by saving the file as
+        # it was; a blocked domain's pin is no use, and skip lets it go.
+        kept = held.pinned and not held.reason.startswith(BLOCKED + " ")
+        verb = HIDE if held.hidden else PIN if kept else SKIP
         line = _item_line(verb, held.handle, held.section, held.feed, held.title)
         lines.append(f"{line}   # {held.reason}")
     return "\n".join(lines) + "\n"
@@ -96,6 +100,11 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
     shown = {item.handle: item.section for item in draft.items}
     shown |= {held.handle: held.section for held in draft.held_back}
     rule_held = {held.handle for held in draft.held_back if not held.hidden}
+    blocked = {
+        held.handle: held.reason
+        for held in draft.held_back
+        if held.reason.startswith(BLOCKED + " ")
+    }
     problems: list[str] = []
     hide: set[int] = set()
     clear: set[int] = set()
@@ -127,7 +136,7 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
         verb_text, handle_text, section = match[1].lower(), match[2], match[3].strip()
         verb = _verb(verb_text)
         entry_id = entry_id_of(handle_text)
-        handle = handle_text.lower()
+        handle = handle_text.lower() if entry_id is None else handle_of(entry_id)
         if verb is None:
             problems.append(f"{where}: unknown verb {match[1]!r} (keep, pin, hide or skip)")
             continue
@@ -152,7 +161,12 @@ def parse_draft_file(text: str, draft: Draft) -> Edits:
             problems.append(f"{where}: skip is for held-back lines: hide {handle} to keep it out")
         elif verb == HIDE:
             hide.add(entry_id)
-        elif verb == PIN or section != shown[handle]:
+        elif verb != SKIP and handle in blocked and (verb == PIN or section != shown[handle]):
+            problems.append(
+                f"{where}: {handle}: {blocked[handle]} (block_domains): "
+                "its links never enter an edition"
+            )
+        elif verb != SKIP and (verb == PIN or section != shown[handle]):
             pin[entry_id] = section
         else:
             clear.add(entry_id)
@@ -191,7 +205,7 @@ def _headlines(
     chosen: list[int] = []
     for text in value.replace(",", " ").split():
         entry_id = entry_id_of(text)
-        handle = text.lower()
+        handle = text.lower() if entry_id is None else handle_of(entry_id)
         if entry_id is None or handle not in shown:
             problems.append(
                 f"draft line {number}: headlines: {text!r} is not a handle of this draft"

@@ -12,6 +12,7 @@ from __future__ import annotations
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _VALUE = {char: value for value, char in enumerate(ALPHABET)} | {"i": 1, "l": 1, "o": 0}
 _MIN_DIGITS = 3
+MAX_ENTRY_ID = 2**63 - 1  # the databases' largest integer: a longer handle names no entry
 
 
 def handle_of(entry_id: int) -> str:
@@ -39,7 +40,7 @@ def entry_id_of(handle: str) -> int | None:
     entry_id = 0
     for value in body:
         entry_id = entry_id * 32 + value
-    return entry_id
+    return entry_id if entry_id <= MAX_ENTRY_ID else None
 
 
 def _check_digit(values: list[int]) -> int:

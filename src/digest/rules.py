@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from digest.config import Settings
+from digest.config import Settings, ascii_host
+
+BLOCKED = "blocked domain"  # how a reason to hold an entry back names a blocked domain
 
 
 @functools.lru_cache(maxsize=4096)
@@ -55,7 +57,7 @@ class StreamRules:
         """Why a link never enters an edition (a blocked domain), or None. An editor's pin
         does not override this: the list names sites that must never be linked."""
         blocked = blocked_domain(link, self.block_domains)
-        return f"blocked domain {blocked}" if blocked else None
+        return f"{BLOCKED} {blocked}" if blocked else None
 
     def filters(self, *, feed_url: str, title: str, link: str | None, summary: str) -> str | None:
         """Why the exclude and include rules keep an entry out, or None."""
@@ -72,7 +74,7 @@ def blocked_domain(link: str | None, domains: tuple[str, ...]) -> str | None:
     if not link or not domains:
         return None
     try:
-        host = (urlsplit(link).hostname or "").rstrip(".")
+        host = ascii_host(urlsplit(link).hostname or "").rstrip(".")
     except ValueError:
         return None
     for domain in domains:

@@ -11,10 +11,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from digest.store.models import ChoiceRow
+from digest.store.models import ChoiceRow, EntryRow, FeedRow
 
 HIDE, PIN, HEADLINE, TITLE = "hide", "pin", "headline", "title"
 
@@ -36,9 +36,24 @@ NO_CHOICES = Choices()
 
 
 def load_choices(session: Session, stream: str) -> Choices:
+    """The stream's choices not yet spent. A hide or a pin concerns an entry, so it belongs to
+    the stream the entry's feed is in now (feeds.yaml may have moved it since), not to the
+    one it was made for."""
+    entry_stream = (
+        select(FeedRow.stream)
+        .join(EntryRow, EntryRow.feed_id == FeedRow.id)
+        .where(EntryRow.id == ChoiceRow.entry_id)
+        .scalar_subquery()
+    )
     rows = session.scalars(
         select(ChoiceRow)
-        .where(ChoiceRow.stream == stream, ChoiceRow.spent_in.is_(None))
+        .where(
+            ChoiceRow.spent_in.is_(None),
+            or_(
+                ChoiceRow.kind.in_([HIDE, PIN]) & (entry_stream == stream),
+                ChoiceRow.kind.not_in([HIDE, PIN]) & (ChoiceRow.stream == stream),
+            ),
+        )
         .order_by(ChoiceRow.position, ChoiceRow.id)
     ).all()
     title = [row.text for row in rows if row.kind == TITLE and row.text is not None]
@@ -85,11 +100,11 @@ def set_pinned(
 
 
 def set_headlines(session: Session, stream: str, entry_ids: Sequence[int], now: datetime) -> None:
-    """The next edition's headlines, in order (none: chosen as usual)."""
+    """The next edition's headlines, in order, each once (none: chosen as usual)."""
     _drop_stream(session, stream, HEADLINE)
     session.add_all(
         ChoiceRow(stream=stream, kind=HEADLINE, entry_id=entry_id, position=index, made_at=now)
-        for index, entry_id in enumerate(entry_ids)
+        for index, entry_id in enumerate(dict.fromkeys(entry_ids))
     )
 
 
