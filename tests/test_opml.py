@@ -298,3 +298,28 @@ def test_digest_serve_names_the_blogroll_as_opml() -> None:
     from digest.serve import content_type
 
     assert content_type(Path("public/feeds.opml")) == "text/x-opml; charset=utf-8"
+
+
+def test_the_blogroll_shows_no_paths_or_credentials_of_unnamed_feeds(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        HEAD + "feeds:\n"
+        '  - {url: "file:unnamed.xml", stream: links}\n'
+        '  - {url: "https://reader:s3cret@private.example/feed", stream: links}\n'
+    )
+
+    assert digest(path, "render").exit_code == 0
+
+    published = (tmp_path / "public" / "feeds.opml").read_bytes()
+    assert str(tmp_path).encode() not in published
+    assert b"s3cret" not in published and b"reader:" not in published
+    feeds = [a for _, a in outlines(published) if f"{NS}local" in a or "xmlUrl" in a]
+    assert [(a["text"], a.get("xmlUrl")) for a in feeds] == [
+        ("unnamed.xml", None),
+        ("private.example", "https://private.example/feed"),
+    ]
+    # Nor do the pages, which name an item's feed the same way.
+    pages = [page for page in (tmp_path / "public").rglob("*") if page.is_file()]
+    assert not any(b"s3cret" in page.read_bytes() for page in pages)
+    # The owner's own export keeps the URLs as configured.
+    assert "https://reader:s3cret@private.example/feed" in digest(path, "export").stdout

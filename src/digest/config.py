@@ -230,7 +230,8 @@ class FeedSettings(_Strict):
 
     @property
     def display_name(self) -> str:
-        return self.name or urlsplit(self.url).netloc or self.url
+        """The name, else the host (never the user and password a URL may carry)."""
+        return self.name or urlsplit(self.url).netloc.rpartition("@")[2] or self.url
 
 
 def _network(value: object) -> IPv4Network | IPv6Network:

@@ -15,7 +15,7 @@ import io
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -98,15 +98,24 @@ def _folder(parent: Any, text: str) -> Any:
 def _feed_outline(parent: Any, feed: FeedSettings, disabled: str | None, public: bool) -> Any:
     name = clean_text(feed.display_name)
     if public and feed.url.startswith("file:"):
+        # Unnamed, it would be named by its URL: the file's name, not its path.
+        name = clean_text(feed.name) or PurePosixPath(urlsplit(feed.url).path).name or "local"
         outline = etree.SubElement(parent, "outline", text=name, title=name)
         outline.set(_NS + "local", "true")
     else:
-        outline = etree.SubElement(
-            parent, "outline", type="rss", text=name, title=name, xmlUrl=feed.url
-        )
+        url = _without_credentials(feed.url) if public else feed.url
+        outline = etree.SubElement(parent, "outline", type="rss", text=name, title=name, xmlUrl=url)
     if disabled is not None:
         outline.set(_NS + "disabled", clean_text(disabled) or "disabled")
     return outline
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without the user and password it may carry (a private feed's login)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 # --- reading ------------------------------------------------------------------------------
