@@ -323,3 +323,27 @@ def test_the_blogroll_shows_no_paths_or_credentials_of_unnamed_feeds(tmp_path: P
     assert not any(b"s3cret" in page.read_bytes() for page in pages)
     # The owner's own export keeps the URLs as configured.
     assert "https://reader:s3cret@private.example/feed" in digest(path, "export").stdout
+
+
+def test_an_opml_cannot_make_digest_read_local_files(config: Path, tmp_path: Path) -> None:
+    """An OPML is someone else's list: its file: URLs would have the server read (and publish,
+    if it parses) any file it can open."""
+    secret = tmp_path / "private" / "feed.xml"
+    opml = tmp_path / "planet.opml"
+    opml.write_text(
+        '<opml version="2.0"><body>'
+        f'<outline type="rss" text="Secret" xmlUrl="{secret.as_uri()}"/>'
+        '<outline type="rss" text="Relative" xmlUrl="file:../etc/feed.xml"/>'
+        '<outline type="rss" text="Web" xmlUrl="https://web.example/feed"/>'
+        "</body></opml>"
+    )
+    before = config.read_text()
+
+    result = digest(config, "import", str(opml), "--stream", "links")
+
+    assert result.exit_code == 0, result.output
+    assert "added 1 feeds, skipped 2" in result.output
+    assert f"skipped {secret.as_uri()}: a local file" in result.output
+    assert "skipped file:../etc/feed.xml: a local file" in result.output
+    assert config.read_text().startswith(before.rstrip("\n"))
+    assert "file:" not in config.read_text() and "web.example" in config.read_text()

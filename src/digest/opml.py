@@ -31,6 +31,7 @@ from digest.parse.xml import local_name, read_xml
 OPML_NAMESPACE = f"{PROJECT_URL}#opml"
 _NS = "{" + OPML_NAMESPACE + "}"
 OWN_FOLDER = "Own posts"  # the outline holding the site's own feeds
+LOCAL_FILE = "a local file: URL, not imported (add a local feed to feeds.yaml by hand)"
 
 
 class OpmlError(Exception):
@@ -200,7 +201,8 @@ def plan_import(
     section: str | None = None,
 ) -> ImportPlan:
     """Where each feed of an OPML goes, and which are skipped (already in the config, twice
-    in the file, not a feed URL). Raises OpmlError when a feed has no stream to go to.
+    in the file, a local file: URL, not a feed URL). Raises OpmlError when a feed has no
+    stream to go to.
 
     A feed's stream: `stream`, else its own mark (digest:own), else the nearest folder named
     like a stream (its digest:stream, name or label), else the config's only stream. Its
@@ -220,6 +222,10 @@ def plan_import(
         if key in taken:
             reason = "already in feeds.yaml" if key in configured else "listed twice in the OPML"
             skipped.append(Skipped(feed.url, reason))
+            continue
+        if urlsplit(feed.url).scheme.lower() == "file":
+            # Someone else's list must not have the server read (and publish) its files.
+            skipped.append(Skipped(feed.url, LOCAL_FILE))
             continue
         try:
             FeedSettings(url=feed.url, own=True)
