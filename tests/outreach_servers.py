@@ -78,7 +78,8 @@ class Received:
 
 
 class MailHandler:
-    """Records the messages it takes; can refuse the next N, or hold one until released."""
+    """Records the messages it takes; can refuse the next N, hold one until released, or
+    take its time over each."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -86,8 +87,11 @@ class MailHandler:
         self.hold = threading.Event()  # cleared: DATA waits for it (a message in flight)
         self.hold.set()
         self.in_flight = threading.Event()  # set when a held message has arrived
+        self.delay = 0.0  # seconds each message takes (other sessions are served meanwhile)
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.refuse_next:
             self.refuse_next -= 1
             return "451 4.3.0 Try again later"
