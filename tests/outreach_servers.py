@@ -8,7 +8,7 @@ import email
 import email.policy
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -30,6 +30,7 @@ class Hub:
     url: str
     pings: list[dict[str, str]] = field(default_factory=list)  # each ping's form and agent
     status: int = 204  # what it answers
+    on_ping: Callable[[], None] | None = None  # called with each ping, before the answer
 
 
 @contextmanager
@@ -45,6 +46,8 @@ def websub_hub(port: int) -> Iterator[Hub]:
         hub.pings.append(
             {**{k: str(v) for k, v in form.items()}, "agent": request.headers["User-Agent"]}
         )
+        if hub.on_ping is not None:
+            hub.on_ping()
         return web.Response(status=hub.status, text="" if hub.status < 300 else "hub trouble")
 
     async def serve() -> None:
