@@ -300,6 +300,29 @@ def test_mail_config_errors_name_their_lines(tmp_path: Path) -> None:
     ]
 
 
+def test_a_recipient_entry_holding_several_addresses_is_refused(tmp_path: Path) -> None:
+    """ "a@x, b@y" is not one recipient: its To: header would mail both, and b@y listed again
+    would get every edition twice."""
+    config = demo_with_mail(tmp_path, 2525)
+    text = config.read_text()
+    config.write_text(text.replace(f"{READERS[0]}, ", f'"{READERS[0]}, {READERS[1]}", ', 1))
+
+    result = digest(config, "check")
+
+    line = next(n for n, t in enumerate(config.read_text().splitlines(), 1) if "mail_to" in t)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:{line}: streams.links.mail_to: expected one mail address, got several in "
+        f"'{READERS[0]}, {READERS[1]}': list each alone"
+    ]
+    config.write_text(text)
+    assert digest(config, "update").exit_code == 1  # no server: nothing sent, edition closed
+    by_hand = digest(
+        config, "mail", "--edition", links_edition(tmp_path), "--to", "a@x.org, b@y.org"
+    )
+    assert by_hand.exit_code == 2 and "expected one mail address" in by_hand.output
+
+
 def add_leftover(config: Path, number: int) -> None:
     """One more item in the demo's misc feed: the next update closes another edition."""
     feed = config.parent / "feeds" / "misc.xml"
