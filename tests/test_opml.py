@@ -347,3 +347,36 @@ def test_an_opml_cannot_make_digest_read_local_files(config: Path, tmp_path: Pat
     assert "skipped file:../etc/feed.xml: a local file" in result.output
     assert config.read_text().startswith(before.rstrip("\n"))
     assert "file:" not in config.read_text() and "web.example" in config.read_text()
+
+
+@pytest.mark.parametrize("layout", ["flow", "block"])
+def test_feed_names_yaml_would_read_as_other_values_are_quoted(layout: str, tmp_path: Path) -> None:
+    """feeds.yaml is read as YAML 1.1, where yes, on and off are booleans: a feed named so
+    must be written quoted, or the import fails on the file it just wrote."""
+    path = tmp_path / "feeds.yaml"
+    first = (
+        '  - {url: "https://a.example/feed", stream: links}\n'
+        if layout == "flow"
+        else "  - url: https://a.example/feed\n    stream: links\n"
+    )
+    path.write_text(HEAD + "feeds:\n" + first)
+    names = ["Yes", "on", "OFF", "null", "2600", "1.5", "~", "2025-03-28", "#hashtags", "@home"]
+    opml = tmp_path / "names.opml"
+    opml.write_text(
+        '<opml version="2.0"><body>'
+        + "".join(
+            f'<outline type="rss" text="{name}" xmlUrl="https://{n}.example/feed"/>'
+            for n, name in enumerate(names)
+        )
+        + "</body></opml>"
+    )
+
+    result = digest(path, "import", str(opml), "--stream", "links")
+
+    assert result.exit_code == 0, result.output
+    assert f"added {len(names)} feeds" in result.output
+    from digest.config import load_config
+
+    feeds = load_config(path).settings.feeds[1:]
+    assert [feed.name for feed in feeds] == names
+    assert path.read_text().startswith(HEAD + "feeds:\n" + first)

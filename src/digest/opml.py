@@ -338,6 +338,7 @@ def add_feeds(path: Path, added: Sequence[Mapping[str, Any]]) -> None:
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
     from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
     from ruamel.yaml.util import load_yaml_guess_indent
 
     path = path.resolve()  # a symlinked config: its target is edited, the link kept
@@ -364,6 +365,9 @@ def add_feeds(path: Path, added: Sequence[Mapping[str, Any]]) -> None:
     url_style = type(last.get("url")) if isinstance(last, CommentedMap) else str
     for entry in added:
         item = CommentedMap(entry)
+        for key, value in entry.items():
+            if isinstance(value, str) and not _plain_as_string(value):
+                item[key] = DoubleQuotedScalarString(value)
         if isinstance(entry["url"], str) and issubclass(url_style, str):
             item["url"] = url_style(entry["url"])  # quoted as the file quotes its URLs
         if flow:
@@ -373,6 +377,17 @@ def add_feeds(path: Path, added: Sequence[Mapping[str, Any]]) -> None:
     yaml.dump(data, out)
     data = out.getvalue().encode("utf-8")
     write_atomically(path, data, path.stat().st_mode & 0o777, check=_valid_config(path))
+
+
+def _plain_as_string(value: str) -> bool:
+    """Whether `value` written plain reads back as itself where feeds.yaml is read (YAML 1.1,
+    where yes, on and off are booleans; ruamel writes YAML 1.2 and would leave them plain)."""
+    import yaml
+
+    try:
+        return bool(yaml.safe_load(value) == value)
+    except yaml.YAMLError:
+        return False
 
 
 def _valid_config(path: Path) -> Callable[[Path], None]:
