@@ -201,3 +201,37 @@ def test_a_feed_changed_again_while_its_ping_is_in_flight_is_pinged_again(
     assert [ping.topic for ping in second.sent] == [BASE + "links/feed.xml"]
     assert len(hub.pings) == 2
     assert pending_pings(store) == []
+
+
+def test_a_render_killed_before_its_records_still_pings_the_feeds_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after writing a changed feed, before committing the records (and its pings):
+    the next render finds the feed on disk as it would make it and writes nothing, but the
+    hubs were never told of the change."""
+    from digest import publish
+
+    with websub_hub(free_port()) as hub:
+        config = demo_with_hubs(tmp_path, hub.url)
+        assert digest(config, "update").exit_code == 0
+        assert sorted(ping["hub.url"] for ping in hub.pings) == FEEDS
+        before = {url: (tmp_path / "public" / url.removeprefix(BASE)).read_bytes() for url in FEEDS}
+        config.write_text(config.read_text().replace("title: Example Links\n", "title: Links!\n"))
+
+        def killed(*_args: object) -> None:
+            raise SystemExit(137)  # as kill -9 would: after the files, before the commit
+
+        with monkeypatch.context() as patch:
+            patch.setattr(publish, "record_pages", killed)
+            assert digest(config, "render").exit_code == 137
+        changed = sorted(
+            url
+            for url in FEEDS
+            if (tmp_path / "public" / url.removeprefix(BASE)).read_bytes() != before[url]
+        )
+        assert changed  # the site's title is in the feeds
+
+        again = digest(config, "render")
+
+    assert again.exit_code == 0, again.output
+    assert sorted(ping["hub.url"] for ping in hub.pings[len(FEEDS) :]) == changed
