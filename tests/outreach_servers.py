@@ -8,7 +8,7 @@ import email
 import email.policy
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -30,6 +30,7 @@ class Hub:
     url: str
     pings: list[dict[str, str]] = field(default_factory=list)  # each ping's form and agent
     status: int = 204  # what it answers
+    on_ping: Callable[[], None] | None = None  # called with each ping, before the answer
 
 
 @contextmanager
@@ -45,6 +46,8 @@ def websub_hub(port: int) -> Iterator[Hub]:
         hub.pings.append(
             {**{k: str(v) for k, v in form.items()}, "agent": request.headers["User-Agent"]}
         )
+        if hub.on_ping is not None:
+            hub.on_ping()
         return web.Response(status=hub.status, text="" if hub.status < 300 else "hub trouble")
 
     async def serve() -> None:
@@ -78,7 +81,8 @@ class Received:
 
 
 class MailHandler:
-    """Records the messages it takes; can refuse the next N, or hold one until released."""
+    """Records the messages it takes; can refuse the next N, hold one until released, or
+    take its time over each."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -86,8 +90,11 @@ class MailHandler:
         self.hold = threading.Event()  # cleared: DATA waits for it (a message in flight)
         self.hold.set()
         self.in_flight = threading.Event()  # set when a held message has arrived
+        self.delay = 0.0  # seconds each message takes (other sessions are served meanwhile)
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.refuse_next:
             self.refuse_next -= 1
             return "451 4.3.0 Try again later"

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -299,6 +300,29 @@ def test_mail_config_errors_name_their_lines(tmp_path: Path) -> None:
     ]
 
 
+def test_a_recipient_entry_holding_several_addresses_is_refused(tmp_path: Path) -> None:
+    """ "a@x, b@y" is not one recipient: its To: header would mail both, and b@y listed again
+    would get every edition twice."""
+    config = demo_with_mail(tmp_path, 2525)
+    text = config.read_text()
+    config.write_text(text.replace(f"{READERS[0]}, ", f'"{READERS[0]}, {READERS[1]}", ', 1))
+
+    result = digest(config, "check")
+
+    line = next(n for n, t in enumerate(config.read_text().splitlines(), 1) if "mail_to" in t)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:{line}: streams.links.mail_to: expected one mail address, got several in "
+        f"'{READERS[0]}, {READERS[1]}': list each alone"
+    ]
+    config.write_text(text)
+    assert digest(config, "update").exit_code == 1  # no server: nothing sent, edition closed
+    by_hand = digest(
+        config, "mail", "--edition", links_edition(tmp_path), "--to", "a@x.org, b@y.org"
+    )
+    assert by_hand.exit_code == 2 and "expected one mail address" in by_hand.output
+
+
 def add_leftover(config: Path, number: int) -> None:
     """One more item in the demo's misc feed: the next update closes another edition."""
     feed = config.parent / "feeds" / "misc.xml"
@@ -399,6 +423,50 @@ def test_two_runners_at_once_send_each_message_once(store: Store, tmp_path: Path
     assert len(sent) == len(set(sent)) == 9
     assert len(server.received) == 9
     assert len({(r.recipients[0], r.message["Message-ID"]) for r in server.received}) == 9
+
+
+def test_a_message_claimed_late_in_a_long_run_is_not_taken_for_dead(
+    store: Store, tmp_path: Path
+) -> None:
+    """A claim's lease runs from the claim, not from the start of the run: in a run longer
+    than the lease, the message in flight is not sent again by a runner starting meanwhile."""
+    port = free_port()
+    readers = ("a@example.net", "b@example.net")
+    settings = Settings(
+        site=SiteSettings(
+            title="T",
+            base_url="https://example.org/",
+            output_dir=tmp_path / "public",
+            state_dir=tmp_path / "state",
+        ),
+        streams={"links": StreamSettings(summary="Links for the day", mail_to=readers)},
+        mail=MailSettings.model_validate(
+            {
+                "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+                "from": "l@example.org",
+            }
+        ),
+    )
+    feed = FeedSettings(url="https://a.example/feed", name="A", stream="links")
+    feed_id = add_feeds(store, [feed], T0)[feed.url]
+    with store.writing() as session:
+        store_entries(session, feed_id, [make_entry("Story", published=T0)], T0)
+    closed = build(store, settings, at=T0 + timedelta(minutes=1))
+    assert queue_deliveries(store, settings, closed, T0) == 2
+    lease = timedelta(seconds=1.5)
+    other = Store(store.url)
+    try:
+        with smtp_server(port) as server, ThreadPoolExecutor(1) as pool:
+            server.delay = 1.0  # the second message is claimed a second into the run
+            long_run = pool.submit(deliver_due, store, settings, datetime.now(UTC), lease)
+            time.sleep(1.8)  # its lease, counted from the claim, is not over yet
+            late = deliver_due(other, settings, datetime.now(UTC), lease)
+            first = long_run.result()
+    finally:
+        other.close()
+
+    assert late.sent == [] and len(first.sent) == 2
+    assert sorted(r.recipients[0] for r in server.received) == list(readers)
 
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])

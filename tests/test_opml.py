@@ -298,3 +298,85 @@ def test_digest_serve_names_the_blogroll_as_opml() -> None:
     from digest.serve import content_type
 
     assert content_type(Path("public/feeds.opml")) == "text/x-opml; charset=utf-8"
+
+
+def test_the_blogroll_shows_no_paths_or_credentials_of_unnamed_feeds(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        HEAD + "feeds:\n"
+        '  - {url: "file:unnamed.xml", stream: links}\n'
+        '  - {url: "https://reader:s3cret@private.example/feed", stream: links}\n'
+    )
+
+    assert digest(path, "render").exit_code == 0
+
+    published = (tmp_path / "public" / "feeds.opml").read_bytes()
+    assert str(tmp_path).encode() not in published
+    assert b"s3cret" not in published and b"reader:" not in published
+    feeds = [a for _, a in outlines(published) if f"{NS}local" in a or "xmlUrl" in a]
+    assert [(a["text"], a.get("xmlUrl")) for a in feeds] == [
+        ("unnamed.xml", None),
+        ("private.example", "https://private.example/feed"),
+    ]
+    # Nor do the pages, which name an item's feed the same way.
+    pages = [page for page in (tmp_path / "public").rglob("*") if page.is_file()]
+    assert not any(b"s3cret" in page.read_bytes() for page in pages)
+    # The owner's own export keeps the URLs as configured.
+    assert "https://reader:s3cret@private.example/feed" in digest(path, "export").stdout
+
+
+def test_an_opml_cannot_make_digest_read_local_files(config: Path, tmp_path: Path) -> None:
+    """An OPML is someone else's list: its file: URLs would have the server read (and publish,
+    if it parses) any file it can open."""
+    secret = tmp_path / "private" / "feed.xml"
+    opml = tmp_path / "planet.opml"
+    opml.write_text(
+        '<opml version="2.0"><body>'
+        f'<outline type="rss" text="Secret" xmlUrl="{secret.as_uri()}"/>'
+        '<outline type="rss" text="Relative" xmlUrl="file:../etc/feed.xml"/>'
+        '<outline type="rss" text="Web" xmlUrl="https://web.example/feed"/>'
+        "</body></opml>"
+    )
+    before = config.read_text()
+
+    result = digest(config, "import", str(opml), "--stream", "links")
+
+    assert result.exit_code == 0, result.output
+    assert "added 1 feeds, skipped 2" in result.output
+    assert f"skipped {secret.as_uri()}: a local file" in result.output
+    assert "skipped file:../etc/feed.xml: a local file" in result.output
+    assert config.read_text().startswith(before.rstrip("\n"))
+    assert "file:" not in config.read_text() and "web.example" in config.read_text()
+
+
+@pytest.mark.parametrize("layout", ["flow", "block"])
+def test_feed_names_yaml_would_read_as_other_values_are_quoted(layout: str, tmp_path: Path) -> None:
+    """feeds.yaml is read as YAML 1.1, where yes, on and off are booleans: a feed named so
+    must be written quoted, or the import fails on the file it just wrote."""
+    path = tmp_path / "feeds.yaml"
+    first = (
+        '  - {url: "https://a.example/feed", stream: links}\n'
+        if layout == "flow"
+        else "  - url: https://a.example/feed\n    stream: links\n"
+    )
+    path.write_text(HEAD + "feeds:\n" + first)
+    names = ["Yes", "on", "OFF", "null", "2600", "1.5", "~", "2025-03-28", "#hashtags", "@home"]
+    opml = tmp_path / "names.opml"
+    opml.write_text(
+        '<opml version="2.0"><body>'
+        + "".join(
+            f'<outline type="rss" text="{name}" xmlUrl="https://{n}.example/feed"/>'
+            for n, name in enumerate(names)
+        )
+        + "</body></opml>"
+    )
+
+    result = digest(path, "import", str(opml), "--stream", "links")
+
+    assert result.exit_code == 0, result.output
+    assert f"added {len(names)} feeds" in result.output
+    from digest.config import load_config
+
+    feeds = load_config(path).settings.feeds[1:]
+    assert [feed.name for feed in feeds] == names
+    assert path.read_text().startswith(HEAD + "feeds:\n" + first)

@@ -169,3 +169,69 @@ def test_pings_queue_once_per_hub_and_feed_on_both_databases(store: Store, tmp_p
     assert summary.failed == ()
     assert sorted(p["hub.url"] for p in hub.pings) == [BASE + "feed.xml", BASE + "links/feed.xml"]
     assert pending_pings(store) == []
+
+
+def test_a_feed_changed_again_while_its_ping_is_in_flight_is_pinged_again(
+    store: Store, tmp_path: Path
+) -> None:
+    """The hub may have read the feed before the second change: its ping does not count for
+    it, so the feed is still queued afterwards."""
+    output = tmp_path / "public"
+    with websub_hub(free_port()) as hub:
+        settings = Settings(
+            site=SiteSettings(title="T", base_url=BASE, output_dir=output, websub_hubs=(hub.url,)),
+            streams={"links": StreamSettings()},
+        )
+        written = [output / "links" / "feed.xml"]
+        with store.writing() as session:
+            record_pings(session, settings, written, datetime.now(UTC))
+
+        def render_meanwhile() -> None:  # a render that changes the feed again
+            with store.writing() as session:
+                record_pings(session, settings, written, datetime.now(UTC))
+
+        hub.on_ping = render_meanwhile
+        first = send_pings(store, settings)
+        assert [ping.topic for ping in first.sent] == [BASE + "links/feed.xml"]
+        assert [p.topic for p in pending_pings(store)] == [BASE + "links/feed.xml"]
+
+        hub.on_ping = None
+        second = send_pings(store, settings)
+
+    assert [ping.topic for ping in second.sent] == [BASE + "links/feed.xml"]
+    assert len(hub.pings) == 2
+    assert pending_pings(store) == []
+
+
+def test_a_render_killed_before_its_records_still_pings_the_feeds_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after writing a changed feed, before committing the records (and its pings):
+    the next render finds the feed on disk as it would make it and writes nothing, but the
+    hubs were never told of the change."""
+    from digest import publish
+
+    with websub_hub(free_port()) as hub:
+        config = demo_with_hubs(tmp_path, hub.url)
+        assert digest(config, "update").exit_code == 0
+        assert sorted(ping["hub.url"] for ping in hub.pings) == FEEDS
+        before = {url: (tmp_path / "public" / url.removeprefix(BASE)).read_bytes() for url in FEEDS}
+        config.write_text(config.read_text().replace("title: Example Links\n", "title: Links!\n"))
+
+        def killed(*_args: object) -> None:
+            raise SystemExit(137)  # as kill -9 would: after the files, before the commit
+
+        with monkeypatch.context() as patch:
+            patch.setattr(publish, "record_pages", killed)
+            assert digest(config, "render").exit_code == 137
+        changed = sorted(
+            url
+            for url in FEEDS
+            if (tmp_path / "public" / url.removeprefix(BASE)).read_bytes() != before[url]
+        )
+        assert changed  # the site's title is in the feeds
+
+        again = digest(config, "render")
+
+    assert again.exit_code == 0, again.output
+    assert sorted(ping["hub.url"] for ping in hub.pings[len(FEEDS) :]) == changed

@@ -242,7 +242,8 @@ class FeedSettings(_Strict):
 
     @property
     def display_name(self) -> str:
-        return self.name or urlsplit(self.url).netloc or self.url
+        """The name, else the host (never the user and password a URL may carry)."""
+        return self.name or urlsplit(self.url).netloc.rpartition("@")[2] or self.url
 
 
 def _network(value: object) -> IPv4Network | IPv6Network:
@@ -277,10 +278,13 @@ class RetentionSettings(_Strict):
 def mail_address(value: str) -> str:
     """The bare address of `value` ("Name <a@b.example>" or "a@b.example"); ValueError when
     it is not one address, or when it would break a header (a line break)."""
-    from email.utils import parseaddr  # here: `digest check` and the CLI start without email
+    from email.utils import getaddresses, parseaddr  # here: `digest check` starts without email
 
     if any(char in value for char in "\r\n"):
         raise ValueError(f"a mail address has no line breaks: {value!r}")
+    if len([address for _name, address in getaddresses([value]) if address]) > 1:
+        # parseaddr would take the first; the To: header, and so smtplib, would take them all.
+        raise ValueError(f"expected one mail address, got several in {value!r}: list each alone")
     _name, address = parseaddr(value)
     local, at, domain = address.rpartition("@")
     if not at or not local or "." not in domain or " " in address:

@@ -23,6 +23,7 @@ import os
 import smtplib
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -240,14 +241,22 @@ def deliver_due(
     """Send the deliveries that are due, one claimed at a time, over one connection;
     `cancel` (the daemon stopping) ends it between two messages."""
     summary = MailSummary()
+    start = now
     if settings.mail is None or not _any_due(store, now):
         return summary
     smtp = settings.mail.smtp
     hold = send_lease(smtp, lease)
     editions: dict[int, Edition] = {}
     connection: smtplib.SMTP | None = None
+    started = time.monotonic()
     try:
-        while not (cancel and cancel.is_set()) and (claimed := _claim(store, now, hold)):
+        while not (cancel and cancel.is_set()):
+            # `now` moves on with the run: a lease runs from its claim, not from the start of
+            # a run that may have been sending for longer than a lease (another runner would
+            # take the message in flight for dead and send it again), and backoffs from the try.
+            now = start + timedelta(seconds=time.monotonic() - started)
+            if not (claimed := _claim(store, now, hold)):
+                break
             delivery_id, edition_id, recipient, attempts = claimed
             edition = editions.get(edition_id) or _edition(store, edition_id)
             if edition is None:  # removed since it was queued (the edition is gone)

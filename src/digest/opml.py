@@ -15,7 +15,7 @@ import io
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +31,7 @@ from digest.parse.xml import local_name, read_xml
 OPML_NAMESPACE = f"{PROJECT_URL}#opml"
 _NS = "{" + OPML_NAMESPACE + "}"
 OWN_FOLDER = "Own posts"  # the outline holding the site's own feeds
+LOCAL_FILE = "a local file: URL, not imported (add a local feed to feeds.yaml by hand)"
 
 
 class OpmlError(Exception):
@@ -98,15 +99,24 @@ def _folder(parent: Any, text: str) -> Any:
 def _feed_outline(parent: Any, feed: FeedSettings, disabled: str | None, public: bool) -> Any:
     name = clean_text(feed.display_name)
     if public and feed.url.startswith("file:"):
+        # Unnamed, it would be named by its URL: the file's name, not its path.
+        name = clean_text(feed.name) or PurePosixPath(urlsplit(feed.url).path).name or "local"
         outline = etree.SubElement(parent, "outline", text=name, title=name)
         outline.set(_NS + "local", "true")
     else:
-        outline = etree.SubElement(
-            parent, "outline", type="rss", text=name, title=name, xmlUrl=feed.url
-        )
+        url = _without_credentials(feed.url) if public else feed.url
+        outline = etree.SubElement(parent, "outline", type="rss", text=name, title=name, xmlUrl=url)
     if disabled is not None:
         outline.set(_NS + "disabled", clean_text(disabled) or "disabled")
     return outline
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without the user and password it may carry (a private feed's login)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -191,7 +201,8 @@ def plan_import(
     section: str | None = None,
 ) -> ImportPlan:
     """Where each feed of an OPML goes, and which are skipped (already in the config, twice
-    in the file, not a feed URL). Raises OpmlError when a feed has no stream to go to.
+    in the file, a local file: URL, not a feed URL). Raises OpmlError when a feed has no
+    stream to go to.
 
     A feed's stream: `stream`, else its own mark (digest:own), else the nearest folder named
     like a stream (its digest:stream, name or label), else the config's only stream. Its
@@ -211,6 +222,10 @@ def plan_import(
         if key in taken:
             reason = "already in feeds.yaml" if key in configured else "listed twice in the OPML"
             skipped.append(Skipped(feed.url, reason))
+            continue
+        if urlsplit(feed.url).scheme.lower() == "file":
+            # Someone else's list must not have the server read (and publish) its files.
+            skipped.append(Skipped(feed.url, LOCAL_FILE))
             continue
         try:
             FeedSettings(url=feed.url, own=True)
@@ -323,6 +338,7 @@ def add_feeds(path: Path, added: Sequence[Mapping[str, Any]]) -> None:
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
     from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
     from ruamel.yaml.util import load_yaml_guess_indent
 
     path = path.resolve()  # a symlinked config: its target is edited, the link kept
@@ -349,6 +365,9 @@ def add_feeds(path: Path, added: Sequence[Mapping[str, Any]]) -> None:
     url_style = type(last.get("url")) if isinstance(last, CommentedMap) else str
     for entry in added:
         item = CommentedMap(entry)
+        for key, value in entry.items():
+            if isinstance(value, str) and not _plain_as_string(value):
+                item[key] = DoubleQuotedScalarString(value)
         if isinstance(entry["url"], str) and issubclass(url_style, str):
             item["url"] = url_style(entry["url"])  # quoted as the file quotes its URLs
         if flow:
@@ -358,6 +377,17 @@ def add_feeds(path: Path, added: Sequence[Mapping[str, Any]]) -> None:
     yaml.dump(data, out)
     data = out.getvalue().encode("utf-8")
     write_atomically(path, data, path.stat().st_mode & 0o777, check=_valid_config(path))
+
+
+def _plain_as_string(value: str) -> bool:
+    """Whether `value` written plain reads back as itself where feeds.yaml is read (YAML 1.1,
+    where yes, on and off are booleans; ruamel writes YAML 1.2 and would leave them plain)."""
+    import yaml
+
+    try:
+        return bool(yaml.safe_load(value) == value)
+    except yaml.YAMLError:
+        return False
 
 
 def _valid_config(path: Path) -> Callable[[Path], None]:

@@ -308,9 +308,23 @@ def render(store: Store, settings: Settings, *, full: bool = False) -> RenderRep
     token_text = secrets.token_hex(16)
     with store.writing() as session:
         record_pages(session, {**report.records, MARKER: PageRecord("", token_text)})
-        record_pings(session, settings, report.written, datetime.now(UTC))
+        record_pings(session, settings, _changed(report, published, output), datetime.now(UTC))
     write_atomically(marker, token_text.encode("ascii"))
     return report
+
+
+def _changed(report: RenderReport, published: dict[str, PageRecord], output: Path) -> list[Path]:
+    """The files whose bytes changed since the last recorded render: those written, and
+    those a render killed before its records had written already (found unchanged on disk
+    now, but not what the records say was published: their pings were never queued)."""
+    written = set(report.written)
+    return report.written + [
+        path
+        for name, record in report.records.items()
+        if (old := published.get(name)) is not None
+        and old.digest != record.digest
+        and (path := output / name) not in written
+    ]
 
 
 def _read_marker(path: Path) -> str | None:

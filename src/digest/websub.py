@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
@@ -70,7 +70,8 @@ def record_pings(
 ) -> int:
     """Queue a ping to every hub for every changed feed (one row per hub and feed, however
     often it changes before the hub is told); returns how many were queued. Called in the
-    transaction that records the published pages, so a render that counts is never unpinged."""
+    transaction that records the published pages, so a render that counts is never unpinged.
+    A row's created_at is when its feed last changed: send_pings forgets only what it told."""
     hubs = settings.site.websub_hubs
     topics = changed_feeds(written, Path(settings.site.output_dir), settings.site.base_url)
     if not hubs or not topics:
@@ -81,6 +82,13 @@ def record_pings(
                 HubPingRow.hub.in_(hubs), HubPingRow.topic.in_(topics)
             )
         )
+    )
+    # Already queued: marked as changed again, so that a ping in flight meanwhile (the hub
+    # may have read the feed before this change) does not take the row with it.
+    session.execute(
+        update(HubPingRow)
+        .where(HubPingRow.hub.in_(hubs), HubPingRow.topic.in_(topics))
+        .values(created_at=now)
     )
     session.add_all(
         HubPingRow(hub=hub, topic=topic, attempts=0, created_at=now)
@@ -96,7 +104,8 @@ def send_pings(store: Store, settings: Settings) -> PingSummary:
     ones a hub took, keep the others with their reason for the next run."""
     hubs = settings.site.websub_hubs
     with store.reading() as session:  # most runs have nothing queued: no write for them
-        rows = [Ping(row.hub, row.topic) for row in session.scalars(select(HubPingRow))]
+        seen = {(row.hub, row.topic): row.created_at for row in session.scalars(select(HubPingRow))}
+    rows = [Ping(hub, topic) for hub, topic in seen]
     if any(ping.hub not in hubs for ping in rows):
         with store.writing() as session:
             session.execute(delete(HubPingRow).where(HubPingRow.hub.not_in(hubs)))
@@ -113,9 +122,13 @@ def send_pings(store: Store, settings: Settings) -> PingSummary:
         if error is not None
     )
     with store.writing() as session:
-        for ping in sent:
+        for ping in sent:  # unless the feed changed again since it was read
             session.execute(
-                delete(HubPingRow).where(HubPingRow.hub == ping.hub, HubPingRow.topic == ping.topic)
+                delete(HubPingRow).where(
+                    HubPingRow.hub == ping.hub,
+                    HubPingRow.topic == ping.topic,
+                    HubPingRow.created_at == seen[ping.hub, ping.topic],
+                )
             )
         for failure in failed:
             row = session.scalar(

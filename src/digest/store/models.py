@@ -314,7 +314,7 @@ class HubPingRow(Base):
     hub: Mapped[str] = mapped_column(String(1000))
     topic: Mapped[str] = mapped_column(String(1000))  # the feed's URL
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when the feed last changed
     last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("hub", "topic", name="uq_hub_pings_hub_topic"),)
