@@ -30,7 +30,7 @@ from digest.config import (
     StreamSettings,
     load_config,
 )
-from digest.mail import deliver_due, queue_deliveries
+from digest.mail import FIRST_RETRY, LONGEST_RETRY, deliver_due, queue_deliveries
 from digest.publish import build
 from digest.store import Store, store_entries
 from digest.store.models import MailDeliveryRow
@@ -215,6 +215,36 @@ def test_a_server_that_is_down_keeps_the_mail_for_later(tmp_path: Path) -> None:
     with smtp_server(port) as server, time_machine.travel(datetime.now(UTC) + timedelta(minutes=5)):
         assert digest(config, "mail").exit_code == 0
         assert len(server.received) == 2
+
+
+def next_tries(tmp_path: Path) -> list[datetime]:
+    store = Store(f"sqlite:///{tmp_path / 'build' / 'demo.db'}")
+    try:
+        with store.reading() as session:
+            rows = session.scalars(select(MailDeliveryRow).order_by(MailDeliveryRow.id))
+            return [row.next_attempt_at for row in rows if row.next_attempt_at is not None]
+    finally:
+        store.close()
+
+
+def test_a_server_that_stays_down_is_tried_less_and_less_often(tmp_path: Path) -> None:
+    """A server that is down, or refuses our login, is no fault of the messages: their tries
+    are not spent, but the wait grows with the outage instead of a try every two minutes."""
+    config = demo_with_mail(tmp_path, free_port())
+    assert digest(config, "update").exit_code == 1
+    first = min(next_tries(tmp_path)) - datetime.now(UTC)
+    assert timedelta(minutes=1) < first <= FIRST_RETRY
+
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=1)):
+        assert digest(config, "mail").exit_code == 1
+        later = min(next_tries(tmp_path)) - datetime.now(UTC)
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=2)):
+        assert digest(config, "mail").exit_code == 1
+        longest = max(next_tries(tmp_path)) - datetime.now(UTC)
+
+    assert timedelta(minutes=55) < later < timedelta(hours=1, minutes=1)
+    assert LONGEST_RETRY - timedelta(minutes=1) < longest <= LONGEST_RETRY
+    assert deliveries(tmp_path) == [(reader, "pending", 0) for reader in READERS]
 
 
 def test_killed_mid_send_only_the_message_in_flight_can_arrive_twice(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ pending -> sending -> sent (or failed) in short transactions around the SMTP exc
   sends it, then marks it `sent`. Another runner never takes a claimed delivery, so two
   runners never send one twice;
 - a down or refusing server (a 4xx answer, a refused login, no connection) leaves the
-  delivery `pending` with a backoff; the next run after it retries. A recipient refused for
-  good (5xx) or one past MAX_ATTEMPTS tries is `failed`, which `digest status` shows;
+  delivery `pending` with a backoff; the next run after it retries. No connection or a
+  refused login spends no try of any message, and its wait grows with the outage (see
+  _defer_all). A recipient refused for good (5xx) or one past MAX_ATTEMPTS tries is
+  `failed`, which `digest status` shows;
 - a run killed mid-send leaves its one claimed delivery `sending`: once its lease is over it
   is sent again. The server may already have taken it, so that one message can arrive twice
   (with the same Message-ID, which mail programs use to fold duplicates); no other can.
@@ -272,8 +274,8 @@ def deliver_due(
                 if connection is None:
                     connection = _connect(smtp)
             except MailError as error:
-                _retry(store, delivery_id, attempts, now, str(error), count=False)
-                summary.problem = f"{error}; {_defer_all(store, now, str(error))} messages wait"
+                waiting = _defer_all(store, delivery_id, now, str(error))
+                summary.problem = f"{error}; {waiting} messages wait"
                 break
             error_text, permanent = _send(connection, compose(edition, settings, recipient))
             if error_text is None:
@@ -368,16 +370,12 @@ def _finish(
     )
 
 
-def _retry(
-    store: Store, delivery_id: int, attempts: int, now: datetime, error: str, count: bool = True
-) -> None:
-    """Back to pending, after a backoff; `count`: whether this try counts against the message
-    (not when the server could not be reached at all: that is no fault of the message)."""
+def _retry(store: Store, delivery_id: int, attempts: int, now: datetime, error: str) -> None:
+    """Back to pending, after a backoff that grows with the message's tries."""
     _record(
         store,
         delivery_id,
         state=PENDING,
-        attempts=attempts if count else attempts - 1,
         next_attempt_at=now + retry_delay(attempts),
         last_error=error,
     )
@@ -390,14 +388,29 @@ def _record(store: Store, delivery_id: int, **values: object) -> None:
         )
 
 
-def _defer_all(store: Store, now: datetime, error: str) -> int:
-    """Put every due pending delivery back by the first retry delay (the server is down or
-    refuses us); returns how many wait, the one just tried included."""
+def _defer_all(store: Store, claimed: int, now: datetime, error: str) -> int:
+    """Put the claimed delivery and every due one back: the server is down or refuses us, no
+    fault of the messages, so their tries are not spent. They wait as long as the oldest of
+    them has waited so far (FIRST_RETRY to LONGEST_RETRY), so a server that stays down, or a
+    login it keeps refusing, is tried less and less often instead of every two minutes for
+    days. Returns how many messages wait."""
+    deferred = or_(
+        MailDeliveryRow.id == claimed,
+        (MailDeliveryRow.state == PENDING) & (MailDeliveryRow.next_attempt_at <= now),
+    )
     with store.writing() as session:
         session.execute(
             update(MailDeliveryRow)
-            .where(MailDeliveryRow.state == PENDING, MailDeliveryRow.next_attempt_at <= now)
-            .values(next_attempt_at=now + FIRST_RETRY, last_error=error)
+            .where(MailDeliveryRow.id == claimed)
+            .values(state=PENDING, attempts=MailDeliveryRow.attempts - 1)
+        )
+        oldest = session.scalar(select(func.min(MailDeliveryRow.created_at)).where(deferred))
+        waited = now - oldest if oldest is not None else timedelta(0)
+        delay = min(max(waited, FIRST_RETRY), LONGEST_RETRY)
+        session.execute(
+            update(MailDeliveryRow)
+            .where(deferred)
+            .values(next_attempt_at=now + delay, last_error=error)
         )
         waiting = session.scalar(
             select(func.count())
