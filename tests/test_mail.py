@@ -413,11 +413,9 @@ def test_a_recipient_taken_off_mail_to_gets_nothing_more(tmp_path: Path) -> None
     )
 
 
-def test_two_runners_at_once_send_each_message_once(store: Store, tmp_path: Path) -> None:
-    """On SQLite and PostgreSQL: the claim gives each message to one runner."""
-    port = free_port()
-    readers = ("a@example.net", "b@example.net", "c@example.net")
-    settings = Settings(
+def mailing_settings(tmp_path: Path, port: int, readers: tuple[str, ...]) -> Settings:
+    """A site whose links stream is mailed to `readers` through 127.0.0.1:`port`."""
+    return Settings(
         site=SiteSettings(
             title="T",
             base_url="https://example.org/",
@@ -432,6 +430,13 @@ def test_two_runners_at_once_send_each_message_once(store: Store, tmp_path: Path
             }
         ),
     )
+
+
+def test_two_runners_at_once_send_each_message_once(store: Store, tmp_path: Path) -> None:
+    """On SQLite and PostgreSQL: the claim gives each message to one runner."""
+    port = free_port()
+    readers = ("a@example.net", "b@example.net", "c@example.net")
+    settings = mailing_settings(tmp_path, port, readers)
     feed = FeedSettings(url="https://a.example/feed", name="A", stream="links")
     feed_id = add_feeds(store, [feed], T0)[feed.url]
     for n in range(3):
@@ -462,21 +467,7 @@ def test_a_message_claimed_late_in_a_long_run_is_not_taken_for_dead(
     than the lease, the message in flight is not sent again by a runner starting meanwhile."""
     port = free_port()
     readers = ("a@example.net", "b@example.net")
-    settings = Settings(
-        site=SiteSettings(
-            title="T",
-            base_url="https://example.org/",
-            output_dir=tmp_path / "public",
-            state_dir=tmp_path / "state",
-        ),
-        streams={"links": StreamSettings(summary="Links for the day", mail_to=readers)},
-        mail=MailSettings.model_validate(
-            {
-                "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
-                "from": "l@example.org",
-            }
-        ),
-    )
+    settings = mailing_settings(tmp_path, port, readers)
     feed = FeedSettings(url="https://a.example/feed", name="A", stream="links")
     feed_id = add_feeds(store, [feed], T0)[feed.url]
     with store.writing() as session:
