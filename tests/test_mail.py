@@ -330,6 +330,24 @@ def test_mail_config_errors_name_their_lines(tmp_path: Path) -> None:
     ]
 
 
+def test_a_login_in_clear_over_the_network_is_refused(tmp_path: Path) -> None:
+    """`security: none` with a login would put the password on the wire as it is; a relay on
+    this machine (the tests' own server) is let through."""
+    config = demo_with_mail(tmp_path, 2525, ", user: links, password_env: DIGEST_SMTP_PASSWORD")
+    assert digest(config, "check").exit_code == 0
+    config.write_text(config.read_text().replace("host: 127.0.0.1", "host: smtp.example.org"))
+
+    result = digest(config, "check")
+
+    lines = config.read_text().splitlines()
+    smtp = next(number for number, line in enumerate(lines, 1) if line.startswith("  smtp:"))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:{smtp}: mail.smtp: a login to smtp.example.org with security: none sends "
+        "the password in clear: use starttls or tls"
+    ]
+
+
 def test_a_recipient_entry_holding_several_addresses_is_refused(tmp_path: Path) -> None:
     """ "a@x, b@y" is not one recipient: its To: header would mail both, and b@y listed again
     would get every edition twice."""

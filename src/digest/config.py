@@ -292,6 +292,9 @@ def mail_address(value: str) -> str:
     return address
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 class SmtpSettings(_Strict):
     host: str
     port: int | None = Field(default=None, ge=1, le=65535)  # None: the security's usual port
@@ -315,6 +318,13 @@ class SmtpSettings(_Strict):
     def _user_and_password(self) -> SmtpSettings:
         if bool(self.user) != bool(self.password_env):
             raise ValueError("user and password_env go together (a login needs both)")
+        # Over a network, `security: none` would send the password as it is; a relay on this
+        # machine never puts it on the wire.
+        if self.user and self.security == "none" and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"a login to {self.host} with security: none sends the password in clear: "
+                "use starttls or tls"
+            )
         return self
 
     @property
