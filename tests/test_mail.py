@@ -312,6 +312,12 @@ def test_digest_mail_sends_one_edition_by_hand(tmp_path: Path) -> None:
     assert len(deliveries(tmp_path)) == 2  # by hand: outside the queue
 
 
+def smtp_line(config: Path) -> int:
+    """The line of feeds.yaml that holds mail.smtp."""
+    lines = config.read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if line.startswith("  smtp:"))
+
+
 def test_mail_config_errors_name_their_lines(tmp_path: Path) -> None:
     config = demo_with_mail(tmp_path, 2525, ", password: secret")
     text = config.read_text()
@@ -319,8 +325,7 @@ def test_mail_config_errors_name_their_lines(tmp_path: Path) -> None:
 
     result = digest(config, "check")
 
-    lines = config.read_text().splitlines()
-    smtp = next(number for number, line in enumerate(lines, 1) if line.startswith("  smtp:"))
+    smtp = smtp_line(config)
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         f"{config}:{smtp}: mail.smtp: the password is never read from the file: put it in an "
@@ -339,8 +344,7 @@ def test_a_login_in_clear_over_the_network_is_refused(tmp_path: Path) -> None:
 
     result = digest(config, "check")
 
-    lines = config.read_text().splitlines()
-    smtp = next(number for number, line in enumerate(lines, 1) if line.startswith("  smtp:"))
+    smtp = smtp_line(config)
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         f"{config}:{smtp}: mail.smtp: a login to smtp.example.org with security: none sends "

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -292,7 +292,14 @@ def mail_address(value: str) -> str:
     return address
 
 
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+def _on_this_machine(host: str) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1): traffic that never leaves."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class SmtpSettings(_Strict):
@@ -320,7 +327,7 @@ class SmtpSettings(_Strict):
             raise ValueError("user and password_env go together (a login needs both)")
         # Over a network, `security: none` would send the password as it is; a relay on this
         # machine never puts it on the wire.
-        if self.user and self.security == "none" and self.host not in LOOPBACK_HOSTS:
+        if self.user and self.security == "none" and not _on_this_machine(self.host):
             raise ValueError(
                 f"a login to {self.host} with security: none sends the password in clear: "
                 "use starttls or tls"
