@@ -329,7 +329,8 @@ def test_closed_entries_are_amended_not_hidden(desk: DeskSite) -> None:
         p.relative_to(desk.public).with_suffix("") for p in desk.public.glob("links/*/*/*/1.html")
     ]
     assert (
-        f"is in {path} already: `digest amend {path} --hide {patch}` takes it out" in result.stderr
+        f"{patch}: 'Patch now' is in {path} already: `digest amend {path} --hide {patch}` takes"
+        " it out" in result.stderr
     )
 
 

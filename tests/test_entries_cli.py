@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from pytest_httpserver import HTTPServer
+from sqlalchemy import select
 
 from digest.cli import cli
+from digest.store import EntryRow, Store
 
 RSS = """<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>{title}</title><link>https://example.net/</link>
@@ -138,6 +140,36 @@ def test_entries_are_listed_newest_first_with_every_field(
     assert before <= seen <= after
     assert undated["key"] == "tag:example.net,2025:b-undated"
     assert undated["summary"] == "About beta undated."
+
+
+def test_entries_an_edition_took_are_listed_as_it_published_them_and_stored_once(
+    polled: tuple[Path, datetime, datetime], database_url: str, httpserver: HTTPServer
+) -> None:
+    """The edition keeps its own copy of each item; the entry keeps its identity only."""
+    config, _, _ = polled
+    before = listed(config)
+    result = digest(config, "build", "--at", "2025-03-28 12:00")
+    assert result.exit_code == 0, result.output
+    assert listed(config) == before
+    # The feed corrects a published item: the entry counts as updated, and stays as its
+    # edition published it (editions never change; `digest amend` is the editor's way).
+    corrected = ALPHA.replace("<title>Alpha three</title>", "<title>Alpha three, fixed</title>")
+    httpserver.clear()
+    httpserver.expect_request("/alpha").respond_with_data(
+        corrected, content_type="application/rss+xml"
+    )
+    httpserver.expect_request("/beta").respond_with_data(BETA, content_type="application/rss+xml")
+    result = digest(config, "poll", "--all")
+    assert result.exit_code == 0 and "1 updated" in result.output, result.output
+    assert listed(config) == before
+    store = Store(database_url)
+    try:
+        with store.reading() as session:
+            texts = dict(session.execute(select(EntryRow.key, EntryRow.title)).all())
+    finally:
+        store.close()
+    published = {"a3", "a2", "b2", "b1"}  # within the stream's two days before 12:00
+    assert {key.rsplit(":", 1)[1] for key, title in texts.items() if not title} == published
 
 
 def test_feed_picks_one_feed_by_name_or_url_and_limit_cuts_the_list(

@@ -16,7 +16,15 @@ from digest.cli import cli
 from digest.config import FeedSettings, RetentionSettings, Settings, SiteSettings, StreamSettings
 from digest.publish import MARKER, build, render
 from digest.retention import prune, vacuum
-from digest.store import EditionRow, EntryRow, Store, WorkerRow, heartbeat, store_entries
+from digest.store import (
+    EditionRow,
+    EntryRow,
+    Store,
+    WorkerRow,
+    heartbeat,
+    recent_entries,
+    store_entries,
+)
 from digest.store.choices import load_choices, set_hidden, set_pinned
 from tests.conftest import add_feeds, make_entry
 
@@ -195,7 +203,7 @@ def test_prune_deletes_old_unpublished_entries_and_nothing_an_edition_shows(
 
     assert (report.entries, report.workers) == (5, 1)
     with store.reading() as session:
-        titles = set(session.scalars(select(EntryRow.title)))
+        titles = {entry.title for entry in recent_entries(session, limit=100)}
         workers = set(session.scalars(select(WorkerRow.id)))
     assert titles == {f"Old {n}" for n in range(7)} | {"Published", "Own post", "Recent"}
     assert workers == {"alive:2:y"}
@@ -357,7 +365,7 @@ def test_the_daemon_prunes_only_while_it_publishes(sqlite_store: Store, tmp_path
 def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -> None:
     """A database from before retention, with editions: it upgrades (SQLite's batch copies of
     `entries` drop a table that edition_items refers to), entries already in editions are
-    marked, and the first prune keeps them."""
+    marked and keep their text in the edition's copy only, and the first prune keeps them."""
     from alembic import command
     from sqlalchemy import text
 
@@ -381,8 +389,8 @@ def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -
             connection.execute(
                 text(
                     "INSERT INTO entries (id, feed_id, key, title, summary, published_at,"
-                    " first_seen_at, updated_at, content_hash) VALUES (:id, 1, :id, 't', '',"
-                    " :dated, :old, :old, 'h')"
+                    " first_seen_at, updated_at, content_hash) VALUES (:id, 1, :id,"
+                    " 'entry ' || :id, '', :dated, :old, :old, 'h')"
                 ),
                 {"id": entry, "old": old, "dated": "2023-12-31 23:00:00.000000"},
             )
@@ -397,13 +405,26 @@ def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -
             text(
                 "INSERT INTO edition_items (id, edition_id, position, entry_id, stream, section,"
                 " source, title, blurb, published_at) VALUES (1, 1, 1, 1, 'links', 'S', 'A',"
-                " 't', '', :old)"
+                " 'entry 1', '', :old)"
             ),
             {"old": old},
         )
     store.upgrade()
+
+    def stored() -> dict[int, tuple[str, bool]]:
+        with store.reading() as session:
+            rows = session.execute(select(EntryRow.id, EntryRow.title, EntryRow.in_edition))
+            return {entry_id: (title, marked) for entry_id, title, marked in rows}
+
+    assert stored() == {1: ("", True), 2: ("entry 2", False)}
     with store.reading() as session:
-        marked = dict(session.execute(select(EntryRow.id, EntryRow.in_edition)).all())
-    assert marked == {1: True, 2: False}
+        listed = {entry.entry_id: entry.title for entry in recent_entries(session, limit=10)}
+    assert listed == {1: "entry 1", 2: "entry 2"}
+    with store.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")  # the text comes back from the edition's copy
+        connection.commit()
+    assert stored() == {1: ("entry 1", True), 2: ("entry 2", False)}
+    store.upgrade()
     assert prune(store, settings(tmp_path), T0).entries == 1
     store.close()

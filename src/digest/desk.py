@@ -268,10 +268,11 @@ def resolve(session: Session, handles: Sequence[str]) -> list[Target]:
             .where(EntryRow.id.in_(list(ids.values())))
         )
     }
-    editions = {
-        entry_id: edition_path(stream, day, number)
-        for entry_id, stream, day, number in session.execute(
-            select(EditionItemRow.entry_id, EditionRow.stream, EditionRow.date, EditionRow.number)
+    # A published entry's text is its edition's copy (digest.store.entries).
+    published = {
+        item.entry_id: (edition_path(stream, day, number), item.title, item.link)
+        for item, stream, day, number in session.execute(
+            select(EditionItemRow, EditionRow.stream, EditionRow.date, EditionRow.number)
             .join(EditionRow, EditionItemRow.edition_id == EditionRow.id)
             .where(EditionItemRow.entry_id.in_(list(ids.values())))
         )
@@ -286,9 +287,8 @@ def resolve(session: Session, handles: Sequence[str]) -> list[Target]:
         if not feed.stream:
             problems.append(f"{text}: {entry.title!r} is an own post, in no stream's editions")
             continue
-        targets.append(
-            Target(text, entry_id, feed.stream, entry.title, entry.link, editions.get(entry_id))
-        )
+        edition, title, link = published.get(entry_id, (None, entry.title, entry.link))
+        targets.append(Target(text, entry_id, feed.stream, title, link, edition))
     if problems:
         raise DeskError(problems)
     return targets

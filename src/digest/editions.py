@@ -13,13 +13,13 @@ from datetime import date, datetime
 from itertools import groupby
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, inspect, or_, select, update
+from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from digest.config import StreamSettings
 from digest.handles import handle_of
 from digest.rules import NO_RULES, StreamRules
-from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow
+from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow, mark_published
 from digest.store.choices import NO_CHOICES, Choices, load_choices, spend
 
 MAX_HEADLINES = 3
@@ -415,13 +415,7 @@ def _save(session: Session, edition: Edition, chosen: list[Candidate]) -> int:
                 )
             )
     session.flush()
-    ids = [candidate.entry_id for candidate in chosen]
-    for start in range(0, len(ids), 500):
-        session.execute(
-            update(EntryRow)
-            .where(EntryRow.id.in_(ids[start : start + 500]))
-            .values(in_edition=True)
-        )
+    mark_published(session, [candidate.entry_id for candidate in chosen])
     return row.id
 
 

@@ -75,7 +75,8 @@ def feeds(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_app
 def entries_command(app: App, feed_name: str | None, limit: int, as_json: bool) -> None:
-    """List the stored entries, newest first: what digest made of each feed."""
+    """List the stored entries, newest first: what digest made of each feed (an entry an
+    edition took, as the edition published it)."""
     from rich.table import Table
     from rich.text import Text
 

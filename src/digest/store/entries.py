@@ -3,6 +3,12 @@
 Storing decides what is new (by the key the parse stage made) and what changed (by its
 content hash); reading back is what `digest entries` lists, for people who want to see what
 digest made of a feed, and for scripts that check it.
+
+An entry an edition took keeps its identity (feed, key, dates, content hash: what decides
+what is new) but gives up its text and URLs: the edition keeps its own copy of title, link,
+canonical URL and blurb, which its pages and `digest entries` show and against which later
+copies of the story are found already published, so that a site's years of published entries
+are not stored twice. (SQLite gives the space back at `digest db prune --vacuum`.)
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Dialect, bindparam, or_, select, update
+from sqlalchemy import Dialect, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,7 +27,7 @@ from digest.handles import handle_of
 from digest.parse import ParsedEntry
 from digest.parse.urls import canonical_url
 from digest.store.driver import DriverStatement
-from digest.store.models import Base, EntryRow, FeedRow
+from digest.store.models import Base, EditionItemRow, EntryRow, FeedRow
 
 _T = TypeVar("_T")
 
@@ -31,6 +37,8 @@ _NEW_ENTRY_COLUMNS = (
     "feed_id", "key", "title", "link", "canonical_url", "summary", "author",
     "published_at", "first_seen_at", "updated_at", "content_hash",
 )  # fmt: skip
+# What a published entry no longer keeps (its edition's copy stands for it).
+_PUBLISHED_TEXT = {"title": "", "summary": "", "link": None, "canonical_url": None, "author": None}
 
 
 @dataclass(frozen=True)
@@ -86,12 +94,27 @@ def store_entries(
         del values["first_seen_at"], values["feed_id"], values["key"]
         if entry.published is None:
             del values["published_at"]
+        for column in _PUBLISHED_TEXT:  # a published entry's text stays with its edition
+            values[column] = case(
+                (EntryRow.in_edition, getattr(EntryRow, column)), else_=values[column]
+            )
         session.execute(
             update(EntryRow)
             .where(EntryRow.feed_id == feed_id, EntryRow.key == entry.key)
             .values(**values)
         )
     return changes
+
+
+def mark_published(session: Session, entry_ids: Sequence[int]) -> None:
+    """The entries an edition just took: retention keeps them as long as the edition, and
+    their text from now on is the edition's copy."""
+    for chunk in _chunks(entry_ids, 500):
+        session.execute(
+            update(EntryRow)
+            .where(EntryRow.id.in_(chunk))
+            .values(in_edition=True, **_PUBLISHED_TEXT)
+        )
 
 
 @functools.lru_cache(maxsize=64)  # one per chunk length: feeds list from a few to 500 entries
@@ -193,14 +216,15 @@ def recent_entries(session: Session, *, feed: str | None = None, limit: int) -> 
     query = (
         select(
             FeedRow.name,
-            EntryRow.title,
-            EntryRow.link,
+            func.coalesce(EditionItemRow.title, EntryRow.title),
+            func.coalesce(EditionItemRow.link, EntryRow.link),
             EntryRow.published_at,
-            EntryRow.summary,
+            func.coalesce(EditionItemRow.blurb, EntryRow.summary),
             EntryRow.key,
             EntryRow.id,
         )
         .join(FeedRow, FeedRow.id == EntryRow.feed_id)
+        .outerjoin(EditionItemRow, EditionItemRow.entry_id == EntryRow.id)
         .where(FeedRow.active)
         .order_by(EntryRow.published_at.desc(), EntryRow.id.desc())
         .limit(limit)
