@@ -10,12 +10,10 @@ from pathlib import Path
 from lxml import html
 
 from digest.archive import months, neighbours, years
+from digest.config import FEED_CONTENT_KB, FEED_EDITIONS, INDEX_EDITIONS
 from digest.editions import Edition, EditionSection
 from digest.render import render_site
 from digest.views import (
-    FEED_CONTENT_BYTES,
-    FEED_EDITIONS,
-    INDEX_EDITIONS,
     SiteContent,
     StreamContent,
 )
@@ -55,7 +53,7 @@ def content(
     listed: list[Edition],
     index_editions: int = INDEX_EDITIONS,
     feed_editions: int = FEED_EDITIONS,
-    feed_content_bytes: int = FEED_CONTENT_BYTES,
+    feed_content_bytes: int = FEED_CONTENT_KB * 1024,
 ) -> SiteContent:
     stream = StreamContent("links", "Links", "Links for the day", listed)
     return SiteContent(

@@ -6,10 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from digest.config import FeedSettings, Settings, SiteSettings, StreamSettings
+from digest.config import FEED_EDITIONS, FeedSettings, Settings, SiteSettings, StreamSettings
 from digest.publish import MARKER, build, published_numbers, render, scan_kept_editions
 from digest.store import Store, store_entries
-from digest.views import FEED_EDITIONS
 from tests.conftest import add_feeds, make_entry
 
 T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)

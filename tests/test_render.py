@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from lxml import etree, html
 
+from digest.config import FEED_EDITIONS
 from digest.editions import Edition, EditionSection
 from digest.parse.text import clean_text
 from digest.parse.urls import safe_url
 from digest.render import RenderError, render_site
-from digest.views import FEED_EDITIONS, SiteContent, StreamContent, gemtext_line
+from digest.views import SiteContent, StreamContent, gemtext_line
 from tests.site_content import BASE, GEMINI, HOSTILE, LONG_WORD, item, sample_content, utc
 from tests.validators import (
     check_gemtext,

@@ -33,6 +33,10 @@ from digest.config_file import ConfigError as ConfigError  # what load_config ra
 FEED_SCHEMES = ("http", "https", "gemini", "file")
 SMTP_PORTS = {"none": 25, "starttls": 587, "tls": 465}  # each security's usual port
 DEFAULT_BUSY_TIMEOUT = 30.0  # seconds (site.busy_timeout)
+# site.index_editions, site.feed_editions, site.feed_content_kb: the views default to them too.
+INDEX_EDITIONS = 60
+FEED_EDITIONS = 20
+FEED_CONTENT_KB = 150
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -114,11 +118,11 @@ class SiteSettings(_Strict):
     lock_wait: float = Field(default=60.0, ge=0)
     # Editions a stream's index lists (about a month at two a day); older ones are reached
     # through the month and year archive pages, so no index grows with the site's age.
-    index_editions: int = Field(default=60, ge=1, le=10_000)
+    index_editions: int = Field(default=INDEX_EDITIONS, ge=1, le=10_000)
     # Editions a stream's feed.xml lists; the newest go in full while the feed stays under
     # feed_content_kb, the rest with title and summary only, so a reader's fetch stays small.
-    feed_editions: int = Field(default=20, ge=1, le=1000)
-    feed_content_kb: int = Field(default=150, ge=1)
+    feed_editions: int = Field(default=FEED_EDITIONS, ge=1, le=1000)
+    feed_content_kb: int = Field(default=FEED_CONTENT_KB, ge=1)
     # WebSub hubs told when a published Atom feed changes (digest.websub).
     websub_hubs: tuple[str, ...] = ()
 

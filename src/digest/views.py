@@ -20,15 +20,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from digest.archive import Month, Year
+from digest.config import FEED_CONTENT_KB, FEED_EDITIONS, INDEX_EDITIONS
 from digest.editions import Edition
 from digest.parse.text import clean_text
 from digest.parse.urls import safe_url
-
-# Defaults of site.index_editions, site.feed_editions and site.feed_content_kb.
-# Defaults of site.index_editions, site.feed_editions and site.feed_content_kb.
-INDEX_EDITIONS = 60
-FEED_EDITIONS = 20
-FEED_CONTENT_BYTES = 150 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class SiteContent:
     updated: datetime  # newest publication time, for index feeds
     index_editions: int = INDEX_EDITIONS  # editions a stream index lists
     feed_editions: int = FEED_EDITIONS  # editions a stream feed lists
-    feed_content_bytes: int = FEED_CONTENT_BYTES  # full editions go in while under this
+    feed_content_bytes: int = FEED_CONTENT_KB * 1024  # full editions go in while under this
     blogroll: bytes | None = None  # feeds.opml, the feeds the site follows (digest.opml)
     websub_hubs: Sequence[str] = ()  # named in every Atom feed (digest.websub)
 
