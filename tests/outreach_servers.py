@@ -86,7 +86,8 @@ class MailHandler:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
-        self.refuse_next = 0  # messages to refuse with 451 at DATA
+        self.refuse_next = 0  # messages to refuse at DATA, with this reply:
+        self.refusal = "451 4.3.0 Try again later"
         self.hold = threading.Event()  # cleared: DATA waits for it (a message in flight)
         self.hold.set()
         self.in_flight = threading.Event()  # set when a held message has arrived
@@ -97,7 +98,7 @@ class MailHandler:
             await asyncio.sleep(self.delay)
         if self.refuse_next:
             self.refuse_next -= 1
-            return "451 4.3.0 Try again later"
+            return self.refusal
         if not self.hold.is_set():
             self.in_flight.set()
             # Blocks the server's loop on purpose: the client is killed meanwhile.

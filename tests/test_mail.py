@@ -168,6 +168,31 @@ def test_a_refusing_server_then_an_accepting_one_sends_exactly_once(tmp_path: Pa
     assert "mail not delivered" not in digest(config, "status").output
 
 
+def test_a_message_refused_for_good_is_not_sent_again(tmp_path: Path) -> None:
+    """A 5xx at DATA refuses the message itself: the same bytes would get the same answer."""
+    port = free_port()
+    with smtp_server(port) as server:
+        server.refuse_next = 1
+        server.refusal = "554 5.6.0 Message content rejected"
+        config = demo_with_mail(tmp_path, port)
+
+        result = digest(config, "update")
+
+        assert result.exit_code == 1  # published; the failure is said
+        (line,) = result.stderr.splitlines()
+        assert line.endswith(": 554 5.6.0 Message content rejected; not sent")
+        assert len(server.received) == 1  # the other recipient's copy went
+        with time_machine.travel(datetime.now(UTC) + timedelta(hours=5)):
+            assert digest(config, "mail").exit_code == 0
+        assert len(server.received) == 1
+        status = digest(config, "status").output
+    refused = line.split(" to ")[1].split(":")[0]
+    assert sorted(deliveries(tmp_path)) == sorted(
+        (reader, "failed" if reader == refused else "sent", 1) for reader in READERS
+    )
+    assert "554 5.6.0 Message content rejected" in status
+
+
 def test_a_refused_login_is_one_line_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

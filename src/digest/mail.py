@@ -9,8 +9,8 @@ pending -> sending -> sent (or failed) in short transactions around the SMTP exc
 - a down or refusing server (a 4xx answer, a refused login, no connection) leaves the
   delivery `pending` with a backoff; the next run after it retries. No connection or a
   refused login spends no try of any message, and its wait grows with the outage (see
-  _defer_all). A recipient refused for good (5xx) or one past MAX_ATTEMPTS tries is
-  `failed`, which `digest status` shows;
+  _defer_all). A recipient or a message refused for good (5xx at RCPT or DATA) or one past
+  MAX_ATTEMPTS tries is `failed`, which `digest status` shows;
 - a run killed mid-send leaves its one claimed delivery `sending`: once its lease is over it
   is sent again. The server may already have taken it, so that one message can arrive twice
   (with the same Message-ID, which mail programs use to fold duplicates); no other can.
@@ -466,8 +466,14 @@ def _send(connection: smtplib.SMTP, message: EmailMessage) -> tuple[str | None, 
     except smtplib.SMTPRecipientsRefused as error:
         codes = [code for code, _ in error.recipients.values()]
         return _reply(error), all(code >= 500 for code in codes)
+    except smtplib.SMTPDataError as error:
+        # The server refused this message's content (5xx: too big, taken for spam): sending
+        # the same bytes again gets the same answer. A 4xx is a "later".
+        return _reply(error), error.smtp_code >= 500
     except smtplib.SMTPResponseException as error:
-        return _reply(error), False  # a sender or data refusal: retried, then given up
+        # A refused sender concerns every message and is the site's to fix (mail.from, the
+        # relay's rules): retried for MAX_ATTEMPTS tries, time enough to fix it, then given up.
+        return _reply(error), False
     except (smtplib.SMTPException, OSError) as error:
         return _reason(error), False
     if refused:
