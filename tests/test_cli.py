@@ -199,3 +199,40 @@ def test_an_unwritable_state_dir_exits_2_with_one_line(demo: Path, tmp_path: Pat
     assert f"{demo}: site.state_dir {blocked}/state: cannot write there (Not a directory)" in (
         result.output
     )
+
+
+def test_a_broken_site_template_is_one_line_with_its_line_and_half_publishes_nothing(
+    demo: Path, tmp_path: Path
+) -> None:
+    """A template of site.templates is the site's input like feeds.yaml: an error in it names
+    the file and line (exit 2) and the pages published stay as they were (a template that does
+    not compile stops the render before it writes anything) until it is fixed."""
+    assert digest("--config", str(demo), "update").exit_code == 0
+    public = tmp_path / "public"
+    before = {p: p.read_bytes() for p in public.rglob("*") if p.is_file()}
+    mine = demo.parent / "mine"
+    mine.mkdir()
+    demo.write_text(demo.read_text().replace("\nsite:\n", "\nsite:\n  templates: mine\n", 1))
+    page = mine / "edition.html"
+    cases = {
+        "{% extends 'base.html' %}\n{% block main %}\n{% if %}\n{% endblock %}\n": (
+            f"{page}:3: Expected an expression, got 'end of statement block'"
+        ),
+        "{% extends 'base.html' %}\n{% block main %}\n\n{{ edition.nope }}\n{% endblock %}\n": (
+            f"{page}:4: 'digest.views.EditionView object' has no attribute 'nope'"
+        ),
+        "\xff{{ edition.title }}\n": "edition.html is not UTF-8",
+    }
+    for text, said in cases.items():
+        page.write_bytes(text.encode("latin-1"))
+        result = digest("--config", str(demo), "render", "--full")
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"cannot render the site: template {said}")
+    assert {p: p.read_bytes() for p in public.rglob("*") if p.is_file()} == before
+
+    page.write_text("{% extends 'base.html' %}\n{% block main %}<p id=mine>{% endblock %}\n")
+    result = digest("--config", str(demo), "render")
+    assert result.exit_code == 0, result.output
+    edition = next((public / "links").glob("*/*/*/1.html"))
+    assert "<p id=mine>" in edition.read_text()

@@ -337,6 +337,42 @@ def test_digest_mail_sends_one_edition_by_hand(tmp_path: Path) -> None:
     assert len(deliveries(tmp_path)) == 2  # by hand: outside the queue
 
 
+def test_a_broken_mail_template_keeps_the_mail_until_it_is_fixed(tmp_path: Path) -> None:
+    """The site's own edition_mail.txt with an error: the site is published, the error names
+    the file and line, no message goes (nor half of one), and all go once it is fixed."""
+    port = free_port()
+    with smtp_server(port) as server:
+        config = demo_with_mail(tmp_path, port)
+        config.write_text(
+            config.read_text().replace("\nsite:\n", "\nsite:\n  templates: mine\n", 1)
+        )
+        template = config.parent / "mine" / "edition_mail.txt"
+        template.parent.mkdir()
+        template.write_text("{{ edition.title }}\n\n{{ edition.nope }}\n")
+        said = f"mail: template {template}:3: 'digest.views.EditionView object' has no attribute"
+
+        result = digest(config, "update")
+
+        assert result.exit_code == 1
+        assert (tmp_path / "public" / "links" / "feed.xml").is_file()
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(said) and line.endswith("; the messages wait")
+        path = links_edition(tmp_path)
+        by_hand = digest(config, "mail", "--edition", path, "--to", "me@example.com")
+        assert by_hand.exit_code == 2 and by_hand.stderr.startswith(said)
+        assert server.received == []
+        # One try counted (a template left broken gives up in time), the other untouched.
+        assert sorted(deliveries(tmp_path)) == sorted(
+            (reader, "pending", n) for reader, n in zip(READERS, (1, 0), strict=True)
+        )
+
+        template.write_text("{{ edition.title }}\n")
+        with time_machine.travel(datetime.now(UTC) + timedelta(minutes=5)):
+            fixed = digest(config, "mail")
+        assert fixed.exit_code == 0, fixed.output
+        assert sorted(r for m in server.received for r in m.recipients) == sorted(READERS)
+
+
 def smtp_line(config: Path) -> int:
     """The line of feeds.yaml that holds mail.smtp."""
     lines = config.read_text().splitlines()

@@ -38,7 +38,7 @@ from digest.mail import queue_deliveries
 from digest.outreach import reach_out
 from digest.poll import PULLED_BACK, Poller, PollSummary, run_async, worker_id
 from digest.publish import close_stream, publishing, render
-from digest.render import RenderError
+from digest.render import RenderError, TemplateProblem
 from digest.retention import prune
 from digest.store import EditionRow, Store, heartbeat, sync_feeds
 from digest.store.db import database_problem
@@ -267,6 +267,8 @@ class Daemon:
                     log.warning("skipped: %s", busy)
             except (RenderError, OSError) as error:
                 log.error("cannot write the site: %s", error)
+            except TemplateProblem as problem:  # the editions are closed; fixed, it renders
+                log.error("cannot render the site: template %s", problem)
             except DBAPIError as error:
                 message = database_problem(error, self.store.url)
                 if message is None:

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from digest.config import MailSettings, Settings, SmtpSettings, StreamSettings, mail_address
 from digest.editions import Edition, edition_from_row, edition_path, stored_edition
 from digest.parse.text import clean_text
-from digest.render import make_environment
+from digest.render import TemplateProblem, fill, make_environment
 from digest.store import EditionRow, Store
 from digest.store.models import MailDeliveryRow
 from digest.views import edition_view
@@ -186,8 +186,8 @@ def compose(edition: Edition, settings: Settings, recipient: str) -> EmailMessag
     message["List-Unsubscribe"] = f"<{unsubscribe}>"
     message["List-Archive"] = f"<{stream_url}>"
     message["Precedence"] = "list"
-    message.set_content(env.get_template("edition_mail.txt").render(**context))
-    message.add_alternative(env.get_template("edition_mail.html").render(**context), subtype="html")
+    message.set_content(fill(env, "edition_mail.txt", **context))
+    message.add_alternative(fill(env, "edition_mail.html", **context), subtype="html")
     return message
 
 
@@ -277,16 +277,22 @@ def deliver_due(
                 waiting = _defer_all(store, delivery_id, now, str(error))
                 summary.problem = f"{error}; {waiting} messages wait"
                 break
-            error_text, permanent = _send(connection, compose(edition, settings, recipient))
+            try:
+                message = compose(edition, settings, recipient)
+            except TemplateProblem as problem:
+                # Every message would fail alike: this one counts a try (so that a template
+                # left broken gives up in time), the others wait for the site to fix it.
+                _fail_or_retry(store, delivery_id, attempts, now, f"template {problem}")
+                summary.problem = f"mail: template {problem}; the messages wait"
+                break
+            error_text, permanent = _send(connection, message)
             if error_text is None:
                 _finish(store, delivery_id, SENT, now)
                 summary.sent.append((edition.path, recipient))
                 continue
-            if permanent or attempts >= MAX_ATTEMPTS:
-                _finish(store, delivery_id, FAILED, now, error_text)
+            if _fail_or_retry(store, delivery_id, attempts, now, error_text, permanent=permanent):
                 summary.failed.append((edition.path, recipient, error_text))
             else:
-                _retry(store, delivery_id, attempts, now, error_text)
                 summary.retried.append((edition.path, recipient, error_text))
             if not _alive(connection):
                 connection = None
@@ -299,9 +305,10 @@ def deliver_due(
 def send_one(settings: Settings, edition: Edition, recipient: str) -> None:
     """Send an edition to one address now, outside the queue (`digest mail --to`)."""
     mail_address(recipient)
+    message = compose(edition, settings, recipient)  # a broken template: before connecting
     connection = _connect(_mail(settings).smtp)
     try:
-        error, _permanent = _send(connection, compose(edition, settings, recipient))
+        error, _permanent = _send(connection, message)
     finally:
         _quit(connection)
     if error is not None:
@@ -368,6 +375,23 @@ def _finish(
     _record(
         store, delivery_id, state=state, next_attempt_at=None, last_error=error, sent_at=sent_at
     )
+
+
+def _fail_or_retry(
+    store: Store,
+    delivery_id: int,
+    attempts: int,
+    now: datetime,
+    error: str,
+    *,
+    permanent: bool = False,
+) -> bool:
+    """Give the delivery up (refused for good, or out of tries: True) or try it later."""
+    if permanent or attempts >= MAX_ATTEMPTS:
+        _finish(store, delivery_id, FAILED, now, error)
+        return True
+    _retry(store, delivery_id, attempts, now, error)
+    return False
 
 
 def _retry(store: Store, delivery_id: int, attempts: int, now: datetime, error: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
     select_autoescape,
 )
 
@@ -83,6 +86,39 @@ class RenderError(Exception):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"cannot write {path}: {reason}")
         self.path = path
+
+
+TEMPLATE_SUFFIXES = (".html", ".gmi", ".xml", ".txt")  # what Jinja fills (CSS is copied)
+
+
+class TemplateProblem(Exception):
+    """A template (of the site's own folder, site.templates) cannot be read or filled: the
+    message names the file and line, as a config error does, for the site to fix."""
+
+
+def fill(env: Environment, name: str, **context: Any) -> str:
+    """Template `name` filled in; TemplateProblem naming where it went wrong."""
+    try:
+        return env.get_template(name).render(**context)
+    except TemplateSyntaxError as error:
+        raise TemplateProblem(
+            f"{error.filename or name}:{error.lineno}: {error.message}"
+        ) from error
+    except TemplateError as error:
+        raise TemplateProblem(f"{_template_line(error, name)}: {error}") from error
+    except UnicodeDecodeError as error:
+        raise TemplateProblem(f"{name} (or a template it uses) is not UTF-8: {error}") from error
+
+
+def _template_line(error: Exception, name: str) -> str:
+    """file:line of the template frame an error came from (Jinja writes template frames into
+    the traceback with the template's file and line), else the template's name."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if Path(frame.filename).suffix in TEMPLATE_SUFFIXES
+    ]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else name
 
 
 BLOGROLL = "feeds.opml"
@@ -188,9 +224,20 @@ def _fingerprint(*parts: object) -> str:
 
 def _templates_fingerprint(env: Environment) -> str:
     """Every template and static file the loaders would use: a changed one changes every page
-    made from it (a full rebuild then compares bytes, so unchanged pages are not written)."""
+    made from it (a full rebuild then compares bytes, so unchanged pages are not written).
+    Each template is compiled here too, before any page is written: one the site broke
+    (a syntax error, not UTF-8) stops the render with nothing half-published."""
     assert env.loader is not None
-    sources = [(name, env.loader.get_source(env, name)[0]) for name in env.list_templates()]
+    sources = []
+    for name in env.list_templates():
+        try:
+            sources.append((name, env.loader.get_source(env, name)[0]))
+            if Path(name).suffix in TEMPLATE_SUFFIXES:
+                env.get_template(name)  # compiled once: the environment caches it
+        except TemplateSyntaxError as error:
+            raise TemplateProblem(f"{error.filename}:{error.lineno}: {error.message}") from error
+        except UnicodeDecodeError as error:
+            raise TemplateProblem(f"{name} is not UTF-8: {error}") from error
     return _fingerprint(RENDER_FORMAT, sources)
 
 
@@ -232,7 +279,7 @@ def _pages(
     )
 
     def page(name: str, **context: Any) -> bytes:
-        return env.get_template(name).render(site=site, **context).encode("utf-8")
+        return fill(env, name, site=site, **context).encode("utf-8")
 
     yield _Pages(("style.css",), base, lambda: (_static(env, "style.css"),))
     if (blogroll := content.blogroll) is not None:
@@ -422,9 +469,7 @@ def _stream_feed(
         html = None
         if budget > 0 and edition.path not in kept:
             shown = edition_view(load(edition), content.base_url, content.gemini_base_url, tz)
-            html = env.get_template("edition_content.html").render(
-                edition=shown, page_url=shown.url
-            )
+            html = fill(env, "edition_content.html", edition=shown, page_url=shown.url)
             budget -= len(html.encode("utf-8"))
             if budget < 0:
                 html = None

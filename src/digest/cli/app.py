@@ -145,13 +145,16 @@ def database_faults(config: Config) -> Iterator[None]:
 
 def write_site(store: Store, config: Config, *, full: bool = False) -> RenderReport:
     from digest.publish import render
-    from digest.render import RenderError
+    from digest.render import RenderError, TemplateProblem
 
     try:
         report = render(store, config.settings, full=full)
     except (OSError, RenderError) as error:
         err.print(f"cannot write the site: {error}", markup=False)
         raise SystemExit(EXIT_FEEDS_FAILED) from None
+    except TemplateProblem as problem:  # the site's to fix, like a config error
+        err.print(f"cannot render the site: template {problem}", markup=False)
+        raise SystemExit(EXIT_USAGE) from None
     click.echo(
         f"rendered {len(report.written)} files ({len(report.unchanged)} unchanged) "
         f"into {config.settings.site.output_dir}"

@@ -73,6 +73,7 @@ def mail_command(app: App, edition_path: str | None, recipient: str | None) -> N
     address now, outside the queue (to try a template)."""
     from digest.config import mail_address
     from digest.mail import MailError, find_edition, send_one
+    from digest.render import TemplateProblem
 
     if (edition_path is None) != (recipient is None):
         raise click.UsageError("--edition and --to go together")
@@ -96,4 +97,7 @@ def mail_command(app: App, edition_path: str | None, recipient: str | None) -> N
         except MailError as error:
             err.print(str(error), markup=False)
             raise SystemExit(EXIT_FEEDS_FAILED) from None
+        except TemplateProblem as problem:
+            err.print(f"mail: template {problem}", markup=False)
+            raise SystemExit(EXIT_USAGE) from None
     click.echo(f"sent {edition.path} to {recipient}")
