@@ -80,6 +80,23 @@ def test_patterns_match_title_link_or_summary_case_insensitively() -> None:
     assert only.holds(("Windows news", "", "")) == "matches none of the feed's include rules"
 
 
+def test_a_rule_that_backtracks_without_end_holds_its_entry_back_in_time() -> None:
+    """The rule is the site's, the text a feed's: `re` would search this for longer than the
+    universe has existed; the entry is held back with a reason and the rest goes on."""
+    hostile = ("a" * 5000 + "!", "", "")
+    slow = r"^(a|aa)+$"
+    for rules in (
+        PatternRules("the stream's", exclude=(slow,)),
+        PatternRules("the stream's", include=(slow, "linux")),
+    ):
+        assert rules.holds(hostile) == f"the stream's rule '{slow}' took over 0.1 s on it"
+        assert rules.holds(("aaaa", "", "")) == (
+            "excluded by the stream's rule '^(a|aa)+$'" if rules.exclude else None
+        )
+    either = PatternRules("the feed's", include=(slow, "!"))  # another include rule matches
+    assert either.holds(hostile) is None
+
+
 def test_choose_items_applies_rules_and_choices_in_their_order() -> None:
     rules = StreamRules(
         stream=PatternRules("the stream's", exclude=("sponsored",)),
@@ -157,11 +174,11 @@ def test_bad_patterns_and_domains_are_config_errors_with_their_lines(tmp_path: P
         load_config(path)
     assert error.value.problems == [
         f"{path}:7: streams.links.include[1]: not a valid regular expression 'foo(': "
-        "missing ), unterminated subpattern at position 3",
+        "missing ) at position 4",
         f"{path}:8: block_domains[1]: expected a domain such as slop.example, "
         "got 'https://bad.example/x'",
         f"{path}:12: feeds[0].exclude[0]: not a valid regular expression '[a-': "
-        "unterminated character set at position 0",
+        "unterminated character set at position 3",
     ]
 
 
@@ -192,7 +209,7 @@ def test_bad_regex_in_the_cli_is_one_line_and_exit_2(desk: DeskSite) -> None:
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == (
             f"{desk.config}:14: streams.links.exclude[0]: not a valid regular expression "
-            "'(unclosed': missing ), unterminated subpattern at position 0"
+            "'(unclosed': missing ) at position 9"
         )
     assert not (desk.root / "digest.db").exists()
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import regex
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,6 +30,7 @@ from pydantic import (
 
 from digest.config_file import ConfigDocument, dotted
 from digest.config_file import ConfigError as ConfigError  # what load_config raises
+from digest.patterns import compile_rule
 
 FEED_SCHEMES = ("http", "https", "gemini", "file")
 SMTP_PORTS = {"none": 25, "starttls": 587, "tls": 465}  # each security's usual port
@@ -63,8 +65,8 @@ def _pattern(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a regular expression, got {value!r}")
     try:
-        re.compile(value, re.IGNORECASE)
-    except re.error as error:
+        compile_rule(value)
+    except regex.error as error:
         raise ValueError(f"not a valid regular expression {value!r}: {error}") from None
     return value
 

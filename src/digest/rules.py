@@ -9,20 +9,14 @@ nothing is lost. Pure: no database, no clock.
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from digest.config import Settings, ascii_host
+from digest.patterns import SEARCH_LIMIT, search
 
 BLOCKED = "blocked domain"  # how a reason to hold an entry back names a blocked domain
-
-
-@functools.lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -34,15 +28,27 @@ class PatternRules:
     include: tuple[str, ...] = ()
 
     def holds(self, texts: tuple[str, ...]) -> str | None:
-        """Why these texts stay out, or None."""
+        """Why these texts stay out, or None. A rule that cannot decide in time holds the
+        entry back too, saying so: the editor sees it in the draft and can pin it."""
         for pattern in self.exclude:
-            if any(_compiled(pattern).search(text) for text in texts):
-                return f"excluded by {self.where} rule '{pattern}'"
-        if self.include and not any(
-            _compiled(pattern).search(text) for pattern in self.include for text in texts
-        ):
-            return f"matches none of {self.where} include rules"
-        return None
+            try:
+                if search(pattern, texts):
+                    return f"excluded by {self.where} rule '{pattern}'"
+            except TimeoutError:
+                return self._too_slow(pattern)
+        slow = None
+        for pattern in self.include:
+            try:
+                if search(pattern, texts):
+                    return None
+            except TimeoutError:
+                slow = slow or pattern
+        if slow is not None:
+            return self._too_slow(slow)
+        return f"matches none of {self.where} include rules" if self.include else None
+
+    def _too_slow(self, pattern: str) -> str:
+        return f"{self.where} rule '{pattern}' took over {SEARCH_LIMIT:g} s on it"
 
 
 @dataclass(frozen=True)
