@@ -162,6 +162,31 @@ def test_bad_title_pattern(tmp_path: Path) -> None:
     assert len(problems) == 1 and "streams.links.title: bad title pattern" in problems[0]
 
 
+def test_a_section_name_the_draft_file_cannot_hold_is_rejected_with_its_line(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "site: {title: T, base_url: 'https://example.org/'}\n"
+        "streams:\n"
+        "  links:\n"
+        "    sections: [Science, 'Odd [ones]', '']\n"
+        '    default_section: "Two\\nlines"\n'
+        "feeds:\n"
+        "  - {url: 'https://a.example/feed', stream: links, section: 'x]'}\n",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.problems == [
+        f"{path}:4: streams.links.sections[1]: a section name holds no ']' nor line break, "
+        "got 'Odd [ones]'",
+        f"{path}:4: streams.links.sections[2]: expected a section name, got ''",
+        f"{path}:5: streams.links.default_section: a section name holds no ']' nor line break, "
+        "got 'Two\\nlines'",
+        f"{path}:7: feeds[0].section: a section name holds no ']' nor line break, got 'x]'",
+    ]
+
+
 def test_the_example_configs_are_valid() -> None:
     root = Path(__file__).resolve().parents[1]
     for path in (root / "feeds.yaml", root / "examples/demo/feeds.yaml"):

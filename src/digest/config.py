@@ -72,6 +72,19 @@ def _pattern(value: object) -> str:
 
 
 Pattern = Annotated[str, BeforeValidator(_pattern)]
+
+
+def _section(value: object) -> str:
+    """A section's name: one line without ']', as the draft file (digest.draft_file) writes it
+    between brackets for the editor to change."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a section name, got {value!r}")
+    if "]" in value or "\n" in value or "\r" in value:
+        raise ValueError(f"a section name holds no ']' nor line break, got {value!r}")
+    return value
+
+
+Section = Annotated[str, BeforeValidator(_section)]
 _DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
 
 
@@ -165,8 +178,8 @@ class StreamSettings(_Strict):
     title: str = "{date:%d/%m/%Y}: {headlines}"
     summary: str = ""
     schedule: str = "0 23 * * *"
-    sections: tuple[str, ...] = ()
-    default_section: str = "Leftovers"
+    sections: tuple[Section, ...] = ()
+    default_section: Section = "Leftovers"
     lookback: Duration = timedelta(days=2)
     min_items: int = Field(default=1, ge=1)
     title_max: int = Field(default=110, ge=20)
@@ -221,7 +234,7 @@ class FeedSettings(_Strict):
     url: str
     name: str = ""
     stream: str | None = None
-    section: str | None = None
+    section: Section | None = None
     own: bool = False
     interval: Duration = timedelta(hours=1)
     weight: int = 0
