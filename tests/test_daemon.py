@@ -202,13 +202,16 @@ def test_config_edits_are_picked_up_and_a_broken_one_is_ignored(
     daemon = site.start(log_level="debug")  # for the checks of the file that find no change
     wait_for(lambda: len(site.stored_links()) == 2, "alpha to be polled")
 
-    # Saved with a new feed: polled without a restart or a signal.
+    # Saved with a new feed and an author: polled without a restart or a signal, and the
+    # pages follow the config without waiting for the next closing.
     site.feeds.append(rss_feed(server, "beta", interval="2s"))
-    site.write_config()
+    site.write_config(extra_site="  author: Jo Editor\n")
     wait_for(lambda: len(site.stored_links()) == 4, "beta, added to the file, to be polled")
     # Logged once the reload is done, which the poll of the new feed (another thread) may
     # beat: the feed is in the database before the line is written.
     site.wait_for_log(daemon, "config reloaded: 2 feeds")
+    feed = site.public / "feed.xml"
+    wait_for(lambda: feed.is_file() and "Jo Editor" in feed.read_text(), "the site to follow")
 
     # A broken edit is logged, problem by problem, and the running config stays.
     site.feeds.append(rss_feed(server, "gamma"))

@@ -3,7 +3,8 @@
 One job polls whatever feeds are due; one cron job per stream closes an edition and renders
 what changed. Jobs never overlap themselves and missed runs are coalesced; a closing missed
 while the daemon was down is made up once at start. The config is re-read on SIGHUP and when
-the file changes; SIGTERM and SIGINT stop it cleanly: the poll in flight gets a few seconds
+the file changes, and the site rendered again after it (SIGHUP also after fixing a template);
+SIGTERM and SIGINT stop it cleanly: the poll in flight gets a few seconds
 to finish, then is cancelled (its unfinished feeds stay due), and the process exits 0.
 
 When streams close and how often polling runs is decided in digest.clock.
@@ -177,6 +178,11 @@ class Daemon:
             "config reloaded: %d feeds, %s",
             len(config.settings.feeds),
             ", ".join(self._describe_schedule()) or "no streams",
+        )
+        # The pages show the config (the site's title, author, links, templates): they follow
+        # it now, not at the next closing. Rendering what did not change writes nothing.
+        self.scheduler.add_job(
+            self._job(self._publish), id="publish-after-reload", replace_existing=True
         )
 
     def _schedule(self, settings: Settings) -> None:
