@@ -264,7 +264,14 @@ class Site:
             connection.close()
 
     def stored_links(self) -> list[str]:
-        return [link for (link,) in self.query("SELECT link FROM entries")]
+        # An entry an edition took keeps its link in the edition's copy (digest.store.entries).
+        return [
+            link
+            for (link,) in self.query(
+                "SELECT coalesce(i.link, e.link) FROM entries e"
+                " LEFT JOIN edition_items i ON i.entry_id = e.id"
+            )
+        ]
 
     def editions(self) -> list[tuple[str, str, int]]:
         return [
