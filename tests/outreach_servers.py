@@ -81,8 +81,8 @@ class Received:
 
 
 class MailHandler:
-    """Records the messages it takes; can refuse the next N, hold one until released, or
-    take its time over each."""
+    """Records the messages it takes; can refuse the next N, hold one (the first, or the one
+    after `hold_after` others) until released, or take its time over each."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -90,6 +90,7 @@ class MailHandler:
         self.refusal = "451 4.3.0 Try again later"
         self.hold = threading.Event()  # cleared: DATA waits for it (a message in flight)
         self.hold.set()
+        self.hold_after = 0  # with hold cleared: messages taken before the one held
         self.in_flight = threading.Event()  # set when a held message has arrived
         self.delay = 0.0  # seconds each message takes (other sessions are served meanwhile)
 
@@ -99,7 +100,9 @@ class MailHandler:
         if self.refuse_next:
             self.refuse_next -= 1
             return self.refusal
-        if not self.hold.is_set():
+        if not self.hold.is_set() and self.hold_after:
+            self.hold_after -= 1
+        elif not self.hold.is_set():
             self.in_flight.set()
             # Blocks the server's loop on purpose: the client is killed meanwhile.
             self.hold.wait(60)

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -557,20 +556,30 @@ def test_a_message_claimed_late_in_a_long_run_is_not_taken_for_dead(
         store_entries(session, feed_id, [make_entry("Story", published=T0)], T0)
     closed = build(store, settings, at=T0 + timedelta(minutes=1))
     assert queue_deliveries(store, settings, closed, T0) == 2
-    lease = timedelta(seconds=1.5)
+    lease = timedelta(seconds=2)
     other = Store(store.url)
+    start = datetime.now(UTC)
     try:
         with smtp_server(port) as server, ThreadPoolExecutor(1) as pool:
-            server.delay = 1.0  # the second message is claimed a second into the run
-            long_run = pool.submit(deliver_due, store, settings, datetime.now(UTC), lease)
-            time.sleep(1.8)  # its lease, counted from the claim, is not over yet
-            late = deliver_due(other, settings, datetime.now(UTC), lease)
+            # Each message takes at least 0.4 s, so the second is claimed 0.4 s or more into
+            # the run (however slow the machine: later, never sooner); it is held in flight.
+            server.delay = 0.4
+            server.hold.clear()
+            server.hold_after = 1
+            long_run = pool.submit(deliver_due, store, settings, start, lease)
+            assert server.in_flight.wait(60), "the second message did not reach the server"
+            # Past a lease counted from the start of the run, within one counted from the claim.
+            late = deliver_due(other, settings, start + lease + timedelta(seconds=0.2), lease)
+            server.hold.set()
             first = long_run.result()
     finally:
         other.close()
 
     assert late.sent == [] and len(first.sent) == 2
     assert sorted(r.recipients[0] for r in server.received) == list(readers)
+    with store.reading() as session:
+        tries = session.scalars(select(MailDeliveryRow.attempts))
+        assert list(tries) == [1, 1]  # the late runner claimed neither
 
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
