@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import regex
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -66,7 +65,7 @@ def _pattern(value: object) -> str:
         raise ValueError(f"expected a regular expression, got {value!r}")
     try:
         compile_rule(value)
-    except regex.error as error:
+    except ValueError as error:
         raise ValueError(f"not a valid regular expression {value!r}: {error}") from None
     return value
 

@@ -10,16 +10,24 @@ and it also avoids much of the backtracking `re` would do.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import regex
+if TYPE_CHECKING:
+    import regex
 
 SEARCH_LIMIT = 0.1  # seconds one pattern may take over one text of an entry
 
 
 @functools.lru_cache(maxsize=4096)
 def compile_rule(pattern: str) -> regex.Pattern[str]:
-    """The pattern as rules match it (case-insensitive); regex.error if it is not one."""
-    return regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+    """The pattern as rules match it (case-insensitive); ValueError saying why if it is not
+    one."""
+    import regex  # here: a site without rules does not load it at each start
+
+    try:
+        return regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+    except regex.error as error:
+        raise ValueError(str(error)) from None
 
 
 def search(pattern: str, texts: tuple[str, ...]) -> bool:
