@@ -297,35 +297,17 @@ def test_kept_parsers_killed_while_idle_are_replaced(db: Store, httpserver: HTTP
     poller = Poller(db, FetchSettings(allow_private_networks=True), keep_parsers=True)
     try:
         poller.run(every=True)
-        # The next poll at once, and once pebble's tick (0.1 s) has seen the parsers die.
-        for pause in (0.0, 1.0):
-            killed = parser_processes()
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(pause)
-            feed_versions.bump()
-            summary = poller.run(every=True)
-            assert (summary.fetched, summary.failed) == (1, 0), summary.failures
-            assert set(parser_processes()).isdisjoint(killed)
+        killed = parser_processes()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(1)  # pebble looks at its workers ten times a second
+        feed_versions.bump()
+        summary = poller.run(every=True)
+        assert (summary.fetched, summary.failed) == (1, 0), summary.failures
+        assert parser_processes() and set(parser_processes()).isdisjoint(killed)
     finally:
         poller.close()
-    assert entries(db) == 3
-
-
-def test_a_parse_sent_as_the_idle_parsers_die_goes_to_new_ones() -> None:
-    """When the parsers die just before a body leaves (within pebble's 0.1 s tick), pebble
-    fails the trip as a broken pool: the trip goes again, to new parsers."""
-
-    async def parse_twice() -> list[ParsedFeed | ParseFailure]:
-        with ParserPool(timeout=30) as parser:
-            first = await parser.parse(rss("first").encode(), "https://example.net/", {})
-            for pid in parser_processes():
-                os.kill(pid, signal.SIGKILL)
-            second = await parser.parse(rss("second").encode(), "https://example.net/", {})
-            return [first, second]
-
-    for parsed, title in zip(asyncio.run(parse_twice()), ("first", "second"), strict=True):
-        assert isinstance(parsed, ParsedFeed) and [e.title for e in parsed.entries] == [title]
+    assert entries(db) == 2
 
 
 # nh3 takes quadratic time over nested blocks: this 2 MB description would take it many minutes

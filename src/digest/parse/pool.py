@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Mapping
-from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import forkserver, resource_tracker
 from types import TracebackType
 
@@ -105,15 +104,11 @@ class ParserPool:
         self._schedule(jobs, waiting)
 
     def _schedule(
-        self,
-        jobs: list[_Job],
-        waiting: list[asyncio.Future[ParsedFeed | ParseFailure]],
-        *,
-        again: bool = False,
+        self, jobs: list[_Job], waiting: list[asyncio.Future[ParsedFeed | ParseFailure]]
     ) -> None:
         pool = self._running()
         trip = asyncio.wrap_future(pool.schedule(parse_many, (jobs,), timeout=self._timeout))
-        trip.add_done_callback(lambda done: self._settle(done, jobs, waiting, again=again))
+        trip.add_done_callback(lambda done: self._settle(done, jobs, waiting))
 
     def _running(self) -> ProcessPool:
         """The process pool, started at the first body, and again once pebble gave it up."""
@@ -149,8 +144,6 @@ class ParserPool:
         trip: asyncio.Future[list[ParsedFeed | ParseFailure]],
         jobs: list[_Job],
         waiting: list[asyncio.Future[ParsedFeed | ParseFailure]],
-        *,
-        again: bool,
     ) -> None:
         """Give each feed of a parsed batch its own result, or try its feeds one by one."""
         if trip.cancelled():
@@ -158,10 +151,6 @@ class ParserPool:
                 parsed.cancel()
             return
         failure = trip.exception()
-        if isinstance(failure, BrokenProcessPool) and not again:
-            # The pool broke under this trip (see _running): once more, on a new pool.
-            self._schedule(jobs, waiting, again=True)
-            return
         lost = _lost_parse(failure, self._timeout) if failure is not None else None
         if lost is not None and len(jobs) > 1:
             for job, parsed in zip(jobs, waiting, strict=True):
