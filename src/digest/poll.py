@@ -228,6 +228,7 @@ class Poller:
                 polled.put_nowait(_Polled(feed, result, parsed))
 
             pending: set[asyncio.Task[None]] = set()
+            drained = False  # the last claim found fewer due feeds than it asked for
             try:
                 while claimed or pending:
                     summary.polled += len(claimed)
@@ -239,13 +240,15 @@ class Poller:
                         task.result()  # a bug in our own code must not pass silently
                     if writer.done():
                         writer.result()  # a failed write stops the poll here
-                    # Top up when half the batch is done: fewer claims, no idle gap.
+                    # Top up when half the batch is done: fewer claims, no idle gap. Once
+                    # the due feeds ran out, claim again (for feeds another poller gave
+                    # back) only when the last fetches are done: in a poll's tail, every
+                    # fetch that finished made a write transaction that claimed nothing.
                     room = self.batch - len(pending)
-                    claimed = (
-                        await asyncio.to_thread(self._claim, started, every, room)
-                        if room >= self.batch // 2
-                        else []
-                    )
+                    claimed = []
+                    if room >= self.batch // 2 and not (drained and pending):
+                        claimed = await asyncio.to_thread(self._claim, started, every, room)
+                        drained = len(claimed) < room
             finally:
                 for task in pending:
                     task.cancel()
