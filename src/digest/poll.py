@@ -41,6 +41,10 @@ from digest.store.feeds import HeldFeeds, feeds_held_elsewhere
 from digest.store.hosts import known_hosts, offer_host, remember_host
 
 WRITE_BATCH = 200  # feeds per write transaction, at most
+# How long a short batch waits for more results before its write: each write transaction
+# costs the poller about a millisecond besides its rows (a warm poll of 1,000 feeds made 35
+# of 1 to 100 feeds, now about 12); the end of a poll waits for it once.
+WRITE_GATHER = 0.02  # seconds
 PULLED_BACK = (
     "its next poll was set for {when:%Y-%m-%d %H:%M} UTC, further ahead than its interval "
     "and any backoff allow (was the clock ahead?): polled now"
@@ -278,11 +282,14 @@ class Poller:
         """Store results in batches, one transaction each, in a thread off the event loop.
 
         A transaction per feed cost more than the fetch of a 304; batching also lets fetching
-        go on while SQLite writes. Whatever arrives during one write is the next batch.
+        go on while SQLite writes. Whatever arrives during one write and WRITE_GATHER after
+        it is the next batch.
         """
         while True:
             batch: list[_Polled] = []
             item = await polled.get()
+            if item is not None and polled.qsize() < WRITE_BATCH:
+                await asyncio.sleep(WRITE_GATHER)
             while item is not None:
                 batch.append(item)
                 if len(batch) >= WRITE_BATCH or polled.empty():
