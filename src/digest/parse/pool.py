@@ -40,14 +40,14 @@ class ParserPool:
     The processes start at the first body, so a poll of 304s starts none, and they serve every
     poll until `close`: a daemon's polls, or a poll of a handful of changed feeds among 304s,
     no longer pay for starting them and for stopping them (pebble's join waits out its 0.1 s
-    tick, on the event loop) each time. Parses may run on any event loop, one at a time.
+    tick, on the event loop) each time. Each poll may run on an event loop of its own.
     """
 
     SIZE = 8
     WAIT = 0.005  # seconds
-    # Trips a worker makes before pebble replaces it: what a long-lived parser keeps of a big
-    # body (a heap that grew and fragmented) goes back to the system now and then, as it did
-    # when every poll started its own workers. Above a cold poll of 1,000 feeds per worker.
+    # Trips a worker makes before pebble replaces it (a fork of the fork server): what a
+    # long-lived parser keeps of a big body (a heap that grew and fragmented) goes back to the
+    # system now and then, as it did when every poll started its own workers.
     TRIPS_PER_WORKER = 200
 
     def __init__(self, timeout: float) -> None:
