@@ -144,7 +144,11 @@ class Digest:
         config = app.config
         self._stack = ExitStack()
         store = self._stack.enter_context(app.store(config))
-        self._poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
+        # One poller for every run, keeping its parser processes, as the daemon does.
+        self._poller = Poller(
+            store, config.settings.fetch, lease=config.timings.lease, keep_parsers=True
+        )
+        self._stack.callback(self._poller.close)
 
     def poll(self) -> str:
         return self._poller.run(every=True).line()

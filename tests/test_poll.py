@@ -227,6 +227,89 @@ def test_each_feed_gets_its_own_parse_among_many(db: Store, httpserver: HTTPServ
             assert titles == {f"feed{n}-story{k}" for k in range(n % 4 + 1)}
 
 
+class Versions:
+    """A feed whose body changes when `bump` says: 304 to the current version's ETag."""
+
+    def __init__(self) -> None:
+        self.version = 1
+
+    def bump(self) -> None:
+        self.version += 1
+
+    def handler(self, request: Request) -> Response:
+        etag = f'"v{self.version}"'
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=304)
+        body = rss(f"story{self.version}")
+        return Response(body, headers={"ETag": etag}, content_type="application/rss+xml")
+
+
+def parsers_gone() -> bool:
+    """No parser process left (the fork server reaps a stopped one a moment later)."""
+    deadline = time.monotonic() + 30
+    while parser_processes():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_parser_processes_start_at_the_first_body_and_stop_with_the_poll(
+    db: Store, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/feed").respond_with_handler(Versions().handler)
+    httpserver.expect_request("/missing").respond_with_data("", status=404)
+    poll(db, httpserver.url_for("/missing"))
+    assert parser_processes() == []  # nothing to parse: none started
+    poll(db, httpserver.url_for("/feed"))
+    assert entries(db) == 1 and parsers_gone()
+
+
+def test_kept_parser_processes_serve_every_poll_until_closed(
+    db: Store, httpserver: HTTPServer
+) -> None:
+    """The daemon's way: a poll that finds a body among its 304s does not start parsers."""
+    feed_versions = Versions()
+    httpserver.expect_request("/feed").respond_with_handler(feed_versions.handler)
+    url = httpserver.url_for("/feed")
+    add_feeds(db, [FeedSettings(url=url, stream="links")], datetime.now(UTC))
+    poller = Poller(db, FetchSettings(allow_private_networks=True), keep_parsers=True)
+    try:
+        assert poller.run(every=True).fetched == 1
+        started = sorted(parser_processes())
+        assert started
+        assert poller.run(every=True).not_modified == 1
+        feed_versions.bump()
+        assert poller.run(every=True).fetched == 1
+        assert sorted(parser_processes()) == started
+    finally:
+        poller.close()
+    assert entries(db) == 2 and parsers_gone()
+
+
+def test_kept_parsers_killed_while_idle_are_replaced(db: Store, httpserver: HTTPServer) -> None:
+    """A parser the OOM killer ends between polls breaks pebble's pool for good: the next
+    poll's bodies go to a new one instead of failing the poll."""
+    feed_versions = Versions()
+    httpserver.expect_request("/feed").respond_with_handler(feed_versions.handler)
+    url = httpserver.url_for("/feed")
+    add_feeds(db, [FeedSettings(url=url, stream="links")], datetime.now(UTC))
+    poller = Poller(db, FetchSettings(allow_private_networks=True), keep_parsers=True)
+    try:
+        poller.run(every=True)
+        killed = parser_processes()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(1)  # pebble looks at its workers ten times a second
+        feed_versions.bump()
+        summary = poller.run(every=True)
+        assert (summary.fetched, summary.failed) == (1, 0), summary.failures
+        assert parser_processes() and set(parser_processes()).isdisjoint(killed)
+    finally:
+        poller.close()
+    assert entries(db) == 2
+
+
 # nh3 takes quadratic time over nested blocks: this 2 MB description would take it many minutes
 # (160 KB took 6 s here), on any machine far longer than the deadlines below.
 ENDLESS_PARSE = RSS.format(
@@ -296,17 +379,23 @@ def parser_processes() -> list[int]:
     """This process's grandchildren forked by a multiprocessing fork server."""
     found = []
     for child in children(os.getpid()):
-        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-            if b"multiprocessing.forkserver" in cmdline.read():
-                found.extend(children(child))
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                if b"multiprocessing.forkserver" in cmdline.read():
+                    found.extend(children(child))
+        except FileNotFoundError:
+            continue  # it exited meanwhile
     return found
 
 
 def children(pid: int) -> list[int]:
     found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as listed:
-            found.extend(int(child) for child in listed.read().split())
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                found.extend(int(child) for child in listed.read().split())
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
     return found
 
 
@@ -315,7 +404,7 @@ def test_one_endless_parse_in_a_batch_leaves_its_companions_parsed() -> None:
     """Bodies travel to the parsers together; only the one past the deadline fails."""
 
     async def parse_together() -> list[ParsedFeed | ParseFailure]:
-        async with ParserPool(timeout=2) as parser:
+        with ParserPool(timeout=2) as parser:
             bodies = [rss("first"), ENDLESS_PARSE, rss("second", "third")]
             return await asyncio.gather(
                 *(

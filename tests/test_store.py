@@ -274,6 +274,48 @@ def test_sync_feeds_tracks_the_config(store: Store) -> None:
     assert due(store, NOW) == ["Bee"]
 
 
+def test_one_batch_of_feed_updates_gives_each_feed_its_own(store: Store) -> None:
+    """A poll writes its feeds' results together, one statement per shape of change: a
+    failure among successes changes only its own feed, and each keeps its own values."""
+    urls = [f"https://{name}.example/feed" for name in ("ok", "moved", "failed", "gone")]
+    ids = add_feeds(store, [FeedSettings(url=url, stream="links") for url in urls], NOW)
+    later = NOW + timedelta(hours=1)
+    ok, moved, failed, gone = (ids[url] for url in urls)
+    with store.writing() as session:
+        apply_feed_updates(
+            session,
+            [(failed, FeedUpdate(NOW, NOW, "200", ok=True, etag='"f1"', body_hash="f"))],
+        )
+    changes = [
+        (ok, FeedUpdate(later, later + timedelta(minutes=1), "304", ok=True, etag='"o"')),
+        (failed, FeedUpdate(later, later + timedelta(hours=2), "500", ok=False, error="HTTP 500")),
+        (
+            moved,
+            FeedUpdate(
+                later, later, "200", ok=True, url="https://new.example/", title="T", etag='"m"'
+            ),
+        ),
+        (gone, FeedUpdate(later, later, "410", ok=False, error="gone", disabled_reason="410")),
+    ]
+    with store.writing() as session:
+        apply_feed_updates(session, changes)
+    with store.reading() as session:
+        rows = {row.id: row for row in session.scalars(select(FeedRow))}
+    assert (rows[ok].etag, rows[ok].last_status, rows[ok].failures) == ('"o"', "304", 0)
+    assert rows[ok].next_poll_at == later + timedelta(minutes=1)
+    assert (rows[failed].failures, rows[failed].last_error) == (1, "HTTP 500")
+    assert (rows[failed].etag, rows[failed].body_hash) == ('"f1"', "f")  # its cache is kept
+    assert rows[failed].next_poll_at == later + timedelta(hours=2)
+    assert (rows[moved].url, rows[moved].title, rows[moved].etag) == (
+        "https://new.example/",
+        "T",
+        '"m"',
+    )
+    assert (rows[gone].disabled_reason, rows[gone].failures) == ("410", 1)
+    assert all(row.claimed_by is None and row.last_poll_at == later for row in rows.values())
+    assert rows[ok].url == urls[0] and rows[ok].disabled_reason is None
+
+
 def test_feed_updates_track_health(store: Store) -> None:
     fid = feed_id(store)
     later = NOW + timedelta(hours=1)

@@ -81,9 +81,10 @@ class Daemon:
         self._poll_idle = threading.Event()
         self._poll_idle.set()
         self._held_logged = 0  # feeds held by another poller, as the log last said
-        # One poller for the daemon's life (one worker id in the workers table); a reload
-        # makes a new one for the new fetch settings.
-        self._poller = Poller(store, config.settings.fetch, lease=config.timings.lease)
+        # One poller for the daemon's life (one worker id in the workers table), keeping its
+        # parser processes between polls; a reload that changes the fetch settings gets a new
+        # one (see _current_poller).
+        self._poller = self._new_poller(config)
         self.scheduler = BackgroundScheduler(
             timezone=config.settings.site.zone,
             executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -150,7 +151,6 @@ class Daemon:
             return
         old = self.config.settings.site
         new = config.settings.site
-        old_fetch = self.config.settings.fetch
         for key, before, after in (
             ("database", old.database, new.database),
             ("state_dir", old.state_dir, new.state_dir),
@@ -171,8 +171,6 @@ class Daemon:
             self._config_stamp = None  # try again at the next check
             return
         self.config = config
-        if config.settings.fetch != old_fetch:
-            self._poller = Poller(self.store, config.settings.fetch, lease=config.timings.lease)
         self._schedule(config.settings)
         log.info(
             "config reloaded: %d feeds, %s",
@@ -291,7 +289,7 @@ class Daemon:
             if self.stopping.is_set():
                 return
             try:
-                summary = run_async(self._cancellable_poll(self._poller))
+                summary = run_async(self._cancellable_poll(self._current_poller()))
             except asyncio.CancelledError:
                 log.info("poll cancelled: the feeds it had not finished stay due")
                 return
@@ -310,6 +308,20 @@ class Daemon:
             with self._poll_lock:
                 self._poll_task = None
             self._poll_idle.set()
+
+    def _new_poller(self, config: Config) -> Poller:
+        return Poller(
+            self.store, config.settings.fetch, lease=config.timings.lease, keep_parsers=True
+        )
+
+    def _current_poller(self) -> Poller:
+        """The poller for the fetch settings in force. A reload that changed them gets a new
+        one here, in the poll job, the only one that polls: the old one, closed here, is not
+        polling."""
+        if self._poller.limits != self.config.settings.fetch:
+            self._poller.close()
+            self._poller = self._new_poller(self.config)
+        return self._poller
 
     async def _cancellable_poll(self, poller: Poller) -> PollSummary | None:
         task = asyncio.current_task()
@@ -397,6 +409,7 @@ class Daemon:
                     with contextlib.suppress(RuntimeError):
                         loop.call_soon_threadsafe(task.cancel)
         self.scheduler.shutdown(wait=True)
+        self._poller.close()
         if self.publisher is not None:
             self.publisher.release()
         log.info("daemon stopped")

@@ -24,7 +24,7 @@ _Job = tuple[bytes, str, dict[str, str]]  # body, URL it came from, response hea
 
 
 class ParserPool:
-    """Hands fetched bodies to the parser processes a few at a time; an async context manager.
+    """Hands fetched bodies to the parser processes a few at a time; a context manager.
 
     A batch leaves when it is full or when its first body has waited WAIT, so a poll of
     a few feeds is not held up and the parsers never idle for long. Each trip costs two
@@ -36,10 +36,19 @@ class ParserPool:
     die (the kernel's OOM killer, a crash in a C library): pebble then stops or replaces just
     that worker. The batch's feeds are parsed again one by one, so only the feed to blame
     fails, with the reason, and every other feed goes on.
+
+    The processes start at the first body, so a poll of 304s starts none, and they serve every
+    poll until `close`: a daemon's polls, or a poll of a handful of changed feeds among 304s,
+    no longer pay for starting them and for stopping them (pebble's join waits out its 0.1 s
+    tick, on the event loop) each time. Each poll may run on an event loop of its own.
     """
 
     SIZE = 8
     WAIT = 0.005  # seconds
+    # Trips a worker makes before pebble replaces it (a fork of the fork server): what a
+    # long-lived parser keeps of a big body (a heap that grew and fragmented) goes back to the
+    # system now and then, as it did when every poll started its own workers.
+    TRIPS_PER_WORKER = 200
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
@@ -47,34 +56,30 @@ class ParserPool:
         self._jobs: list[_Job] = []
         self._waiting: list[asyncio.Future[ParsedFeed | ParseFailure]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._forking = False  # the fork server runs
 
-    async def __aenter__(self) -> ParserPool:
-        # forkserver: forking a process that runs an event loop and threads is unsafe. The
-        # fork server imports the parse stage once, and every worker forked from it shares
-        # those pages. pebble starts the workers at the first body, so a poll of 304s starts
-        # none.
-        _quietly(resource_tracker.ensure_running)  # before the pool's semaphores register
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["digest.parse"])
-        self._pool = ProcessPool(
-            max_workers=os.cpu_count() or 1, initializer=prepare_worker, context=context
-        )
+    def __enter__(self) -> ParserPool:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the parser processes and drop any parse not done; a later parse starts anew.
+
+        For the end of the pool's use, and for a cancelled poll, whose parses are not wanted.
+        """
         if self._timer is not None:
             self._timer.cancel()
-        if self._pool is not None:
-            # Every parse of a finished poll is done; a cancelled poll's parses are not wanted.
-            self._pool.stop()  # type: ignore[no-untyped-call]
-            self._pool.join()
-            self._pool = None
+            self._timer = None
+        for parsed in self._waiting:
+            parsed.cancel()
+        self._jobs, self._waiting = [], []
+        self._stop_pool()
 
     async def parse(
         self, body: bytes, url: str, headers: Mapping[str, str]
@@ -101,13 +106,38 @@ class ParserPool:
     def _schedule(
         self, jobs: list[_Job], waiting: list[asyncio.Future[ParsedFeed | ParseFailure]]
     ) -> None:
-        if self._pool is None:
-            raise RuntimeError("ParserPool.parse called outside 'async with ParserPool(...)'")
-        if not self._forking:
-            _quietly(forkserver.ensure_running)  # here, before pebble's thread would start it
-            self._forking = True
-        trip = asyncio.wrap_future(self._pool.schedule(parse_many, (jobs,), timeout=self._timeout))
+        pool = self._running()
+        trip = asyncio.wrap_future(pool.schedule(parse_many, (jobs,), timeout=self._timeout))
         trip.add_done_callback(lambda done: self._settle(done, jobs, waiting))
+
+    def _running(self) -> ProcessPool:
+        """The process pool, started at the first body, and again once pebble gave it up."""
+        if self._pool is not None and not self._pool.active:
+            # A worker that dies while no trip runs (the OOM killer may pick an idle parser
+            # that a big body left large) breaks a pebble pool for good.
+            self._stop_pool()
+        if self._pool is None:
+            # forkserver: forking a process that runs an event loop and threads is unsafe.
+            # The fork server imports the parse stage once, and every worker forked from it
+            # shares those pages. Both helpers start before pebble's semaphores register and
+            # before its thread would start the fork server (no-ops once they run).
+            _quietly(resource_tracker.ensure_running)
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["digest.parse"])
+            _quietly(forkserver.ensure_running)
+            self._pool = ProcessPool(
+                max_workers=os.cpu_count() or 1,
+                max_tasks=self.TRIPS_PER_WORKER,
+                initializer=prepare_worker,
+                context=context,
+            )
+        return self._pool
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()  # type: ignore[no-untyped-call]
+            self._pool.join()
+            self._pool = None
 
     def _settle(
         self,

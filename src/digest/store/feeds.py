@@ -242,11 +242,10 @@ def apply_feed_updates(session: Session, changes: Sequence[tuple[int, FeedUpdate
     """
     shapes: dict[tuple[bool, tuple[str, ...]], list[dict[str, Any]]] = {}
     for feed_id, change in changes:
-        values = _feed_values(change)
-        shape = (change.ok, tuple(sorted(values)))
-        shapes.setdefault(shape, []).append(
-            {"b_id": feed_id, **{f"b_{key}": value for key, value in values.items()}}
-        )
+        row = _feed_values(change)
+        # The keys come in an order fixed by which of them a change sets: the shape as is.
+        shapes.setdefault((change.ok, tuple(row)), []).append(row)
+        row["b_id"] = feed_id
     connection = session.connection()
     for (ok, keys), rows in shapes.items():
         _feed_update(connection.dialect, ok, keys).execute_many(connection, rows)
@@ -255,44 +254,46 @@ def apply_feed_updates(session: Session, changes: Sequence[tuple[int, FeedUpdate
 @functools.lru_cache(maxsize=64)  # a handful of shapes: failed or not, new URL, new title...
 def _feed_update(dialect: Dialect, ok: bool, keys: tuple[str, ...]) -> DriverStatement:
     """The UPDATE for one shape of change: which columns it sets, and whether it failed."""
+    columns = {key: _FEEDS.c[key.removeprefix("b_")] for key in keys}
     statement = (
         update(_FEEDS)
         .where(_FEEDS.c.id == bindparam("b_id"))
-        .values({key: bindparam(f"b_{key}") for key in keys})
+        .values({column: bindparam(key) for key, column in columns.items()})
     )
     if not ok:
         # A literal, not a bound 1: the driver gets only the rows' own parameters.
         statement = statement.values(failures=_FEEDS.c.failures + literal_column("1"))
-    binds = {"b_id": _FEEDS.c.id} | {f"b_{key}": _FEEDS.c[key] for key in keys}
-    return DriverStatement.compile(statement, dialect, binds)
+    return DriverStatement.compile(statement, dialect, {"b_id": _FEEDS.c.id} | columns)
 
 
 def _feed_values(change: FeedUpdate) -> dict[str, Any]:
-    """The columns one poll sets: a success resets the failures, a failure keeps the cache."""
+    """The columns one poll sets, by parameter name (b_ and the column's: a bound parameter
+    named as its column clashes with SQLAlchemy's own), built at once in that form, as this
+    runs for every polled feed. A success resets the failures, a failure keeps the cache."""
     values: dict[str, Any] = {
-        "last_poll_at": change.polled_at,
-        "next_poll_at": change.next_poll_at,
-        "last_status": change.status,
-        "claimed_by": None,
-        "lease_until": None,
+        "b_last_poll_at": change.polled_at,
+        "b_next_poll_at": change.next_poll_at,
+        "b_last_status": change.status,
+        "b_claimed_by": None,
+        "b_lease_until": None,
     }
     if change.ok:
         values |= {
-            "last_ok_at": change.polled_at,
-            "last_error": None,
-            "failures": 0,
-            "etag": change.etag,
-            "last_modified": change.last_modified,
-            "body_hash": change.body_hash,
+            "b_last_ok_at": change.polled_at,
+            "b_last_error": None,
+            "b_failures": 0,
+            "b_etag": change.etag,
+            "b_last_modified": change.last_modified,
+            "b_body_hash": change.body_hash,
         }
         if change.url:
-            values["url"] = change.url
+            values["b_url"] = change.url
         if change.title:
-            values["title"] = change.title
+            values["b_title"] = change.title
     else:
-        values["last_error"] = change.error
+        values["b_last_error"] = change.error
     if change.disabled_reason:
-        values["disabled_reason"] = change.disabled_reason
+        values["b_disabled_reason"] = change.disabled_reason
     return values
 
 
