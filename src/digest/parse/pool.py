@@ -51,12 +51,13 @@ class ParserPool:
 
     async def __aenter__(self) -> ParserPool:
         # forkserver: forking a process that runs an event loop and threads is unsafe. The
-        # fork server imports the parse stage once, and every worker forked from it shares
+        # fork server imports the parse stage once (with feedparser, which digest.parse
+        # imports only when a feed falls back to it), and every worker forked from it shares
         # those pages. pebble starts the workers at the first body, so a poll of 304s starts
         # none.
         _quietly(resource_tracker.ensure_running)  # before the pool's semaphores register
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["digest.parse"])
+        context.set_forkserver_preload(["digest.parse", "feedparser"])
         self._pool = ProcessPool(
             max_workers=os.cpu_count() or 1, initializer=prepare_worker, context=context
         )
