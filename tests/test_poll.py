@@ -23,7 +23,7 @@ from digest.parse import ParsedFeed, ParseFailure
 from digest.parse.pool import ParserPool
 from digest.poll import Poller, PollSummary
 from digest.store import EntryRow, FeedRow, Store
-from tests.conftest import add_feeds
+from tests.conftest import add_feeds, sqlite_copy
 
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
 <link>https://example.net/</link><description>d</description>{items}</channel></rss>"""
@@ -40,9 +40,8 @@ def rss(*titles: str) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
-    store.upgrade()
+def db(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Store]:
+    store = Store(sqlite_copy(migrated_sqlite, tmp_path / "digest.db"))
     yield store
     store.close()
 
