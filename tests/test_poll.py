@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -295,17 +296,23 @@ def parser_processes() -> list[int]:
     """This process's grandchildren forked by a multiprocessing fork server."""
     found = []
     for child in children(os.getpid()):
-        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-            if b"multiprocessing.forkserver" in cmdline.read():
+        # Like the threads in `children`, a child can end between the listing and the look.
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{child}/cmdline", "rb") as line:
+            if b"multiprocessing.forkserver" in line.read():
                 found.extend(children(child))
     return found
 
 
 def children(pid: int) -> list[int]:
+    """The children of process `pid`, by each of its threads (which come and go meanwhile)."""
     found: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as listed:
-            found.extend(int(child) for child in listed.read().split())
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(f"/proc/{pid}/task/{task}/children") as listed,
+            ):
+                found.extend(int(child) for child in listed.read().split())
     return found
 
 
