@@ -1,5 +1,5 @@
 """Shared fixtures: a real database (an SQLite file, and a PostgreSQL database on a throwaway
-server), migrated to head, and entries built like the parser's; the end-to-end harness's
+server), at the newest schema, and entries built like the parser's; the end-to-end harness's
 fixtures (tests/daemon_harness.py); and the order tests run in.
 
 Under pytest-xdist (`make test` runs the tests in a worker per core and one more) each worker is
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from digest.config import FeedSettings
 from digest.parse import ParsedEntry
@@ -65,6 +68,32 @@ def pg_database(pg_server: PostgresServer) -> Iterator[str]:
         yield url
 
 
+# Alembic's upgrade of a new database (seven migrations, SQLite's as table copies) costs a
+# tenth of a second of CPU; a store's database is a copy of one migrated once per worker.
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file at the newest schema, to copy with `sqlite_copy`."""
+    path = tmp_path_factory.mktemp("migrated") / "digest.db"
+    migrated = Store(f"sqlite:///{path}")
+    migrated.upgrade()
+    migrated.close()  # the last connection: the WAL is folded into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_pg_template(pg_server: PostgresServer) -> Iterator[str]:
+    """The name of a PostgreSQL database at the newest schema, for `store` to copy."""
+    with pg_server.database() as url:
+        migrated = Store(url)
+        migrated.upgrade()
+        migrated.close()  # CREATE DATABASE … TEMPLATE wants no one connected to it
+        name = make_url(url).database
+        assert name is not None
+        yield name
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each backend the store supports; PostgreSQL starts only when a test asks for it."""
@@ -74,12 +103,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    store.upgrade()
-    yield store
-    store.close()
+def sqlite_copy(migrated: Path, path: Path) -> str:
+    """A copy of the `migrated_sqlite` file at `path`; its SQLAlchemy URL."""
+    shutil.copyfile(migrated, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store on each backend, its database new and at the newest schema."""
+    with ExitStack() as dropped:
+        if request.param == "sqlite":
+            url = sqlite_copy(request.getfixturevalue("migrated_sqlite"), tmp_path / "digest.db")
+        else:
+            server: PostgresServer = request.getfixturevalue("pg_server")
+            template = request.getfixturevalue("migrated_pg_template")
+            url = dropped.enter_context(server.database(template=template))
+        store = Store(url)
+        store.upgrade()  # at the newest revision: the start-up check alone
+        yield store
+        store.close()
 
 
 def make_entry(

@@ -129,11 +129,15 @@ class PostgresServer:
         )
 
     @contextmanager
-    def database(self) -> Iterator[str]:
-        """A new empty database for one test; yields its SQLAlchemy URL and drops it after."""
+    def database(self, template: str | None = None) -> Iterator[str]:
+        """A new database for one test, empty or a copy of database `template`; yields its
+        SQLAlchemy URL and drops it after."""
         name = f"t_{uuid.uuid4().hex}"
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with self._admin() as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            admin.execute(create)
         try:
             yield f"{self.url}{name}"
         finally:

@@ -28,7 +28,7 @@ from digest.store.choices import (
     set_title,
     spend,
 )
-from tests.conftest import add_feeds, make_entry
+from tests.conftest import add_feeds, make_entry, sqlite_copy
 from tests.desk_site import NOW, DeskSite, Story
 
 # --- handles ----------------------------------------------------------------------------
@@ -180,8 +180,9 @@ def test_a_hide_and_a_pin_follow_their_entry_into_the_stream_its_feed_moved_to(
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> DeskSite:
+def desk(tmp_path: Path, migrated_sqlite: Path) -> DeskSite:
     site = DeskSite(tmp_path)
+    sqlite_copy(migrated_sqlite, tmp_path / "digest.db")  # the site's database
     # Older than the other feed's stories, so that the order of items does not depend on
     # which feed the poll happened to store first.
     earlier = NOW - timedelta(hours=2)

@@ -26,7 +26,7 @@ from digest.store import (
     store_entries,
 )
 from digest.store.choices import load_choices, set_hidden, set_pinned
-from tests.conftest import add_feeds, make_entry
+from tests.conftest import add_feeds, make_entry, sqlite_copy
 
 T0 = datetime(2025, 1, 20, 9, tzinfo=UTC)
 FEEDS = [
@@ -81,10 +81,8 @@ def store_old(
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
-    store.upgrade()
-    return store
+def sqlite_store(tmp_path: Path, migrated_sqlite: Path) -> Store:
+    return Store(sqlite_copy(migrated_sqlite, tmp_path / "digest.db"))
 
 
 def test_a_render_with_nothing_new_reads_no_page_and_writes_nothing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -23,7 +24,7 @@ from digest.parse import ParsedFeed, ParseFailure
 from digest.parse.pool import ParserPool
 from digest.poll import Poller, PollSummary
 from digest.store import EntryRow, FeedRow, Store
-from tests.conftest import add_feeds
+from tests.conftest import add_feeds, sqlite_copy
 
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
 <link>https://example.net/</link><description>d</description>{items}</channel></rss>"""
@@ -40,9 +41,8 @@ def rss(*titles: str) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
-    store.upgrade()
+def db(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Store]:
+    store = Store(sqlite_copy(migrated_sqlite, tmp_path / "digest.db"))
     yield store
     store.close()
 
@@ -379,23 +379,23 @@ def parser_processes() -> list[int]:
     """This process's grandchildren forked by a multiprocessing fork server."""
     found = []
     for child in children(os.getpid()):
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-                if b"multiprocessing.forkserver" in cmdline.read():
-                    found.extend(children(child))
-        except FileNotFoundError:
-            continue  # it exited meanwhile
+        # Like the threads in `children`, a child can end between the listing and the look.
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{child}/cmdline", "rb") as line:
+            if b"multiprocessing.forkserver" in line.read():
+                found.extend(children(child))
     return found
 
 
 def children(pid: int) -> list[int]:
+    """The children of process `pid`, by each of its threads (which come and go meanwhile)."""
     found: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as listed:
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(f"/proc/{pid}/task/{task}/children") as listed,
+            ):
                 found.extend(int(child) for child in listed.read().split())
-        except FileNotFoundError:
-            continue  # a thread that ended meanwhile
     return found
 
 

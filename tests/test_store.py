@@ -33,6 +33,16 @@ from tests.conftest import add_feeds, examples, make_entry
 NOW = datetime(2025, 3, 28, 12, 0, tzinfo=UTC)
 
 
+def test_the_schema_head_is_alembics_head() -> None:
+    """Start-up leaves alembic out when the database is at SCHEMA_HEAD: it must be the newest
+    migration, the one alembic upgrades a database to."""
+    from alembic.script import ScriptDirectory
+
+    from digest.store.db import SCHEMA_HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_HEAD
+
+
 def test_plan_entry_changes_is_a_pure_decision() -> None:
     old = make_entry("Old story")
     edited = make_entry("Edited story", link="https://example.net/edited")

@@ -25,9 +25,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, uses_netloc, uses_relative
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 DEFAULT_PORT = 1965
 MAX_URL_BYTES = 1024
 MAX_META_BYTES = 1024
@@ -188,6 +185,10 @@ def _fingerprint(writer: asyncio.StreamWriter) -> str:
     der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLObject) else None
     if not der:
         raise GeminiError("server sent no TLS certificate")
+    # Imported here: every poll imports this module, and few sites follow a capsule.
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     try:
         key = x509.load_der_x509_certificate(der).public_key()
     except ValueError as exc:

@@ -14,8 +14,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import feedparser
-
 from digest.parse.entry import ParsedEntry, ParsedFeed, make_entry
 from digest.parse.text import clean_text, html_blurb, html_to_text
 from digest.parse.urls import absolute_url
@@ -23,6 +21,10 @@ from digest.parse.urls import absolute_url
 
 def read_with_feedparser(text: str, *, base: str, now: datetime) -> ParsedFeed | None:
     """The feed feedparser finds in text; None when it finds neither a format nor entries."""
+    # Imported here, for the rare broken feed: every digest command imports the parse stage
+    # (the store and the templates use its text and URL rules), and feedparser costs each 40 ms.
+    import feedparser
+
     parsed = feedparser.parse(
         io.BytesIO(text.encode("utf-8")),
         # Our decoding stands: the text is handed over as UTF-8 and said to be so.

@@ -118,12 +118,13 @@ class ParserPool:
             self._stop_pool()
         if self._pool is None:
             # forkserver: forking a process that runs an event loop and threads is unsafe.
-            # The fork server imports the parse stage once, and every worker forked from it
-            # shares those pages. Both helpers start before pebble's semaphores register and
-            # before its thread would start the fork server (no-ops once they run).
+            # The fork server imports the parse stage once (with feedparser, which
+            # digest.parse imports only when a feed falls back to it), and every worker forked
+            # from it shares those pages. Both helpers start before pebble's semaphores
+            # register and before its thread would start the fork server (no-ops once they run).
             _quietly(resource_tracker.ensure_running)
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["digest.parse"])
+            context.set_forkserver_preload(["digest.parse", "feedparser"])
             _quietly(forkserver.ensure_running)
             self._pool = ProcessPool(
                 max_workers=os.cpu_count() or 1,

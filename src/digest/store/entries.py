@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Dialect, bindparam, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from digest.handles import handle_of
@@ -28,6 +27,7 @@ from digest.parse import ParsedEntry
 from digest.parse.urls import canonical_url
 from digest.store.driver import DriverStatement
 from digest.store.models import Base, EditionItemRow, EntryRow, FeedRow
+from digest.store.upsert import insert
 
 _T = TypeVar("_T")
 
@@ -133,8 +133,7 @@ def _stored_hashes(dialect: Dialect, count: int) -> DriverStatement:
 def _new_entry_insert(dialect: Dialect) -> DriverStatement:
     """The INSERT of new entries. Another poller may have stored the same entry meanwhile:
     then theirs stands."""
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    statement = insert(_ENTRIES).on_conflict_do_nothing(
+    statement = insert(dialect, _ENTRIES).on_conflict_do_nothing(
         index_elements=[_ENTRIES.c.feed_id, _ENTRIES.c.key]
     )
     return DriverStatement.compile(

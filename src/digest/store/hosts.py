@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from digest.store.models import GeminiHostRow
+from digest.store.upsert import insert
 
 __all__ = ["known_hosts", "offer_host", "remember_host", "trust_host"]
 
@@ -30,9 +30,8 @@ def remember_host(session: Session, host: str, fingerprint: str, now: datetime) 
     one stands and the next fetch reports the difference. Seeing the trusted key again also
     withdraws a pending offer, so `trust` never accepts a key the host has since dropped.
     """
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(GeminiHostRow)
+        insert(session.get_bind().dialect, GeminiHostRow)
         .values(host=host, fingerprint=fingerprint, first_seen=now, last_seen=now)
         .on_conflict_do_nothing(index_elements=[GeminiHostRow.host])
     )

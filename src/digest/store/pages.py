@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from digest.store.models import KeptEditionRow, PageRow
+from digest.store.upsert import insert
 
 _CHUNK = 500
 
@@ -32,10 +32,10 @@ def published_pages(session: Session) -> dict[str, tuple[str, str]]:
 
 def record_pages(session: Session, pages: Mapping[str, tuple[str, str]]) -> None:
     """Record (or replace) pages: path -> (source, digest)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    dialect = session.get_bind().dialect
     rows = [{"path": p, "source": s, "digest": d} for p, (s, d) in pages.items()]
     for start in range(0, len(rows), _CHUNK):
-        statement = insert(PageRow).values(rows[start : start + _CHUNK])
+        statement = insert(dialect, PageRow).values(rows[start : start + _CHUNK])
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=[PageRow.path],

@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from digest.store.models import FeedRow, WorkerRow
+from digest.store.upsert import insert
 
 
 def heartbeat(session: Session, worker: str, role: str, now: datetime) -> None:
     """Record that `worker` is alive (inserted on its first beat)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(WorkerRow).values(id=worker, role=role, started_at=now, heartbeat_at=now)
+    statement = insert(session.get_bind().dialect, WorkerRow).values(
+        id=worker, role=role, started_at=now, heartbeat_at=now
+    )
     session.execute(
         statement.on_conflict_do_update(
             index_elements=[WorkerRow.id], set_={"heartbeat_at": now, "role": role}
