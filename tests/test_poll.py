@@ -25,6 +25,7 @@ from digest.parse.pool import ParserPool
 from digest.poll import Poller, PollSummary
 from digest.store import EntryRow, FeedRow, Store
 from tests.conftest import add_feeds, sqlite_copy
+from tests.daemon_harness import wait_for
 
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
 <link>https://example.net/</link><description>d</description>{items}</channel></rss>"""
@@ -265,15 +266,21 @@ def test_parser_processes_start_at_the_first_body_and_stop_with_the_poll(
     assert entries(db) == 1 and parsers_gone()
 
 
-def test_kept_parser_processes_serve_every_poll_until_closed(
-    db: Store, httpserver: HTTPServer
-) -> None:
-    """The daemon's way: a poll that finds a body among its 304s does not start parsers."""
+def kept_poller(db: Store, httpserver: HTTPServer) -> tuple[Poller, Versions]:
+    """A poller that keeps its parsers (as the daemon's), of one local feed whose versions
+    the test bumps."""
     feed_versions = Versions()
     httpserver.expect_request("/feed").respond_with_handler(feed_versions.handler)
     url = httpserver.url_for("/feed")
     add_feeds(db, [FeedSettings(url=url, stream="links")], datetime.now(UTC))
-    poller = Poller(db, FetchSettings(allow_private_networks=True), keep_parsers=True)
+    return Poller(db, FetchSettings(allow_private_networks=True), keep_parsers=True), feed_versions
+
+
+def test_kept_parser_processes_serve_every_poll_until_closed(
+    db: Store, httpserver: HTTPServer
+) -> None:
+    """The daemon's way: a poll that finds a body among its 304s does not start parsers."""
+    poller, feed_versions = kept_poller(db, httpserver)
     try:
         assert poller.run(every=True).fetched == 1
         started = sorted(parser_processes())
@@ -290,17 +297,17 @@ def test_kept_parser_processes_serve_every_poll_until_closed(
 def test_kept_parsers_killed_while_idle_are_replaced(db: Store, httpserver: HTTPServer) -> None:
     """A parser the OOM killer ends between polls breaks pebble's pool for good: the next
     poll's bodies go to a new one instead of failing the poll."""
-    feed_versions = Versions()
-    httpserver.expect_request("/feed").respond_with_handler(feed_versions.handler)
-    url = httpserver.url_for("/feed")
-    add_feeds(db, [FeedSettings(url=url, stream="links")], datetime.now(UTC))
-    poller = Poller(db, FetchSettings(allow_private_networks=True), keep_parsers=True)
+    poller, feed_versions = kept_poller(db, httpserver)
     try:
         poller.run(every=True)
         killed = parser_processes()
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
-        time.sleep(1)  # pebble looks at its workers ten times a second
+        # pebble looks at its workers ten times a second: the next poll comes once it has seen
+        # them die (the pool is then inactive), however long that takes on a busy machine.
+        pool = poller._parser._pool
+        assert pool is not None
+        wait_for(lambda: not pool.active, "pebble to see its workers die")
         feed_versions.bump()
         summary = poller.run(every=True)
         assert (summary.fetched, summary.failed) == (1, 0), summary.failures
