@@ -68,7 +68,7 @@ def pg_database(pg_server: PostgresServer) -> Iterator[str]:
         yield url
 
 
-# Alembic's upgrade of a new database (seven migrations, SQLite's as table copies) costs a
+# Alembic's upgrade of a new database (every migration, SQLite's as table copies) costs a
 # tenth of a second of CPU; a store's database is a copy of one migrated once per worker.
 
 
