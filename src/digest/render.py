@@ -101,13 +101,27 @@ def fill(env: Environment, name: str, **context: Any) -> str:
     try:
         return env.get_template(name).render(**context)
     except TemplateSyntaxError as error:
-        raise TemplateProblem(
-            f"{error.filename or name}:{error.lineno}: {error.message}"
-        ) from error
+        raise _syntax_problem(error, name) from error
     except TemplateError as error:
         raise TemplateProblem(f"{_template_line(error, name)}: {error}") from error
     except UnicodeDecodeError as error:
         raise TemplateProblem(f"{name} (or a template it uses) is not UTF-8: {error}") from error
+
+
+def _syntax_problem(error: TemplateSyntaxError, name: str) -> TemplateProblem:
+    return TemplateProblem(f"{error.filename or name}:{error.lineno}: {error.message}")
+
+
+def _compile_templates(env: Environment) -> None:
+    """Every template compiled (the environment keeps them) before the first page is made:
+    one the site broke stops the render with nothing half-published. Not done by a render
+    that makes nothing: a changed template changes every page's fingerprint anyway."""
+    for name in env.list_templates():
+        if Path(name).suffix in TEMPLATE_SUFFIXES:
+            try:
+                env.get_template(name)
+            except TemplateSyntaxError as error:
+                raise _syntax_problem(error, name) from error
 
 
 def _template_line(error: Exception, name: str) -> str:
@@ -165,12 +179,16 @@ def render_site(
     env = _environment(templates_override, _folder_state(templates_override))
     report = RenderReport()
     pending = before_write
+    compiled = False
     for pages in _pages(env, content, load or (lambda edition: edition)):
         if published is not None and all(
             (record := published.get(name)) is not None and record.source == pages.source
             for name in pages.files
         ):
             continue
+        if not compiled:
+            _compile_templates(env)
+            compiled = True
         for name, data in zip(pages.files, pages.make(), strict=True):
             path = output_dir / name
             digest = hashlib.sha256(data).hexdigest()
@@ -225,17 +243,12 @@ def _fingerprint(*parts: object) -> str:
 def _templates_fingerprint(env: Environment) -> str:
     """Every template and static file the loaders would use: a changed one changes every page
     made from it (a full rebuild then compares bytes, so unchanged pages are not written).
-    Each template is compiled here too, before any page is written: one the site broke
-    (a syntax error, not UTF-8) stops the render with nothing half-published."""
+    Read before any page is made, so a file that is not UTF-8 stops the render here."""
     assert env.loader is not None
     sources = []
     for name in env.list_templates():
         try:
             sources.append((name, env.loader.get_source(env, name)[0]))
-            if Path(name).suffix in TEMPLATE_SUFFIXES:
-                env.get_template(name)  # compiled once: the environment caches it
-        except TemplateSyntaxError as error:
-            raise TemplateProblem(f"{error.filename}:{error.lineno}: {error.message}") from error
         except UnicodeDecodeError as error:
             raise TemplateProblem(f"{name} is not UTF-8: {error}") from error
     return _fingerprint(RENDER_FORMAT, sources)
