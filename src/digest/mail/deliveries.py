@@ -1,4 +1,4 @@
-"""Editions by email: each newly closed edition goes once to each of its stream's `mail_to`.
+"""The deliveries: each newly closed edition goes once to each of its stream's `mail_to`.
 
 A delivery is a row per edition and recipient, queued when the edition closes and moved
 pending -> sending -> sent (or failed) in short transactions around the SMTP exchange:
@@ -21,29 +21,24 @@ editions newer than its newest one with deliveries, and with none, are queued to
 
 from __future__ import annotations
 
-import os
 import smtplib
-import ssl
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
-from urllib.parse import quote, urlsplit
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from digest.config import MailSettings, Settings, SmtpSettings, StreamSettings, mail_address
+from digest.config import Settings, SmtpSettings, mail_address
 from digest.editions import Edition, edition_from_row, edition_path, stored_edition
-from digest.parse.text import clean_text
-from digest.render import TemplateProblem, fill, make_environment
+from digest.mail.message import compose, mail_settings
+from digest.mail.smtp import MailError, alive, connect, quit_quietly, send
+from digest.render import TemplateProblem
 from digest.store import EditionRow, Store
 from digest.store.models import MailDeliveryRow
-from digest.views import edition_view
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 MAX_ATTEMPTS = 12  # with the backoff below: about a day of tries
@@ -53,10 +48,6 @@ LONGEST_RETRY = timedelta(hours=4)
 CATCH_UP = timedelta(days=1)
 # How long `digest status` lists a delivery that failed for good.
 FAILED_SHOWN_FOR = timedelta(days=7)
-
-
-class MailError(Exception):
-    """Mail could not go out at all (no connection, a refused login, no password): one line."""
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -154,66 +145,6 @@ def _editions_to_queue(
     return sorted(set(ids) - has_deliveries)
 
 
-# --- composing ------------------------------------------------------------------------------
-
-
-def compose(edition: Edition, settings: Settings, recipient: str) -> EmailMessage:
-    """The edition as a message to `recipient`: a plain-text part for terminal mail readers
-    and an HTML part, each from its template (overridable like the pages' templates)."""
-    mail = _mail(settings)
-    site = settings.site
-    stream = settings.streams.get(edition.stream, StreamSettings())
-    host = urlsplit(site.base_url).hostname or "localhost"
-    view = edition_view(edition, site.base_url, site.gemini_base_url or site.base_url, site.zone)
-    unsubscribe = unsubscribe_url(mail, edition.stream)
-    stream_title = clean_text(stream.display_label(edition.stream))
-    stream_url = f"{site.base_url}{edition.stream}/"
-    context = {
-        "edition": view,
-        "site_title": clean_text(site.title),
-        "stream_title": stream_title,
-        "stream_url": stream_url,
-        "unsubscribe": unsubscribe,
-    }
-    env = make_environment(site.templates)
-    message = EmailMessage()
-    message["Subject"] = view.title
-    message["From"] = mail.sender
-    message["To"] = recipient
-    message["Date"] = format_datetime(edition.closed_at)
-    message["Message-ID"] = message_id(edition, host)
-    message["List-Id"] = f"{_phrase(stream_title)} <{edition.stream}.{host}>"
-    message["List-Unsubscribe"] = f"<{unsubscribe}>"
-    message["List-Archive"] = f"<{stream_url}>"
-    message["Precedence"] = "list"
-    message.set_content(fill(env, "edition_mail.txt", **context))
-    message.add_alternative(fill(env, "edition_mail.html", **context), subtype="html")
-    return message
-
-
-def message_id(edition: Edition, host: str) -> str:
-    """The same for every copy and every try of an edition: mail programs fold duplicates."""
-    return f"<{edition.path.replace('/', '.')}@{host}>"
-
-
-def unsubscribe_url(mail: MailSettings, stream: str) -> str:
-    if mail.list_unsubscribe:
-        return mail.list_unsubscribe
-    return f"mailto:{mail_address(mail.sender)}?subject={quote(f'unsubscribe {stream}')}"
-
-
-def _phrase(text: str) -> str:
-    """A display name for a header, quoted when it holds specials."""
-    plain = all(char.isalnum() or char in " -_.!#$%&'*+/=?^`{|}~" for char in text)
-    return text if plain else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _mail(settings: Settings) -> MailSettings:
-    if settings.mail is None:
-        raise MailError("mail: no mail: section in the config to send with")
-    return settings.mail
-
-
 # --- sending --------------------------------------------------------------------------------
 
 
@@ -272,7 +203,7 @@ def deliver_due(
                 continue
             try:
                 if connection is None:
-                    connection = _connect(smtp)
+                    connection = connect(smtp)
             except MailError as error:
                 waiting = _defer_all(store, delivery_id, now, str(error))
                 summary.problem = f"{error}; {waiting} messages wait"
@@ -285,7 +216,7 @@ def deliver_due(
                 _fail_or_retry(store, delivery_id, attempts, now, f"template {problem}")
                 summary.problem = f"mail: template {problem}; the messages wait"
                 break
-            error_text, permanent = _send(connection, message)
+            error_text, permanent = send(connection, message)
             if error_text is None:
                 _finish(store, delivery_id, SENT, now)
                 summary.sent.append((edition.path, recipient))
@@ -294,11 +225,11 @@ def deliver_due(
                 summary.failed.append((edition.path, recipient, error_text))
             else:
                 summary.retried.append((edition.path, recipient, error_text))
-            if not _alive(connection):
+            if not alive(connection):
                 connection = None
     finally:
         if connection is not None:
-            _quit(connection)
+            quit_quietly(connection)
     return summary
 
 
@@ -306,11 +237,11 @@ def send_one(settings: Settings, edition: Edition, recipient: str) -> None:
     """Send an edition to one address now, outside the queue (`digest mail --to`)."""
     mail_address(recipient)
     message = compose(edition, settings, recipient)  # a broken template: before connecting
-    connection = _connect(_mail(settings).smtp)
+    connection = connect(mail_settings(settings).smtp)
     try:
-        error, _permanent = _send(connection, message)
+        error, _permanent = send(connection, message)
     finally:
-        _quit(connection)
+        quit_quietly(connection)
     if error is not None:
         raise MailError(f"mail: {edition.path} to {recipient}: {error}")
 
@@ -442,104 +373,6 @@ def _defer_all(store: Store, claimed: int, now: datetime, error: str) -> int:
             .where(MailDeliveryRow.state.in_((PENDING, SENDING)))
         )
     return waiting or 0
-
-
-def _connect(smtp: SmtpSettings) -> smtplib.SMTP:
-    """A connection, secured and logged in as the config says; MailError in one line."""
-    where = f"{smtp.host}:{smtp.effective_port}"
-    password = None
-    if smtp.user:
-        password = os.environ.get(smtp.password_env)
-        if not password:
-            raise MailError(
-                f"mail: the environment variable {smtp.password_env} (mail.smtp.password_env) "
-                "is not set: it holds the SMTP password"
-            )
-    context = ssl.create_default_context()
-    connection: smtplib.SMTP | None = None
-    try:
-        if smtp.security == "tls":
-            connection = smtplib.SMTP_SSL(
-                smtp.host, smtp.effective_port, timeout=smtp.timeout, context=context
-            )
-        else:
-            connection = smtplib.SMTP(smtp.host, smtp.effective_port, timeout=smtp.timeout)
-            if smtp.security == "starttls":
-                connection.starttls(context=context)
-        if smtp.user and password is not None:
-            connection.login(smtp.user, password)
-    except smtplib.SMTPAuthenticationError as error:
-        _quit(connection)
-        raise MailError(
-            f"mail: {where} refused the login of user {smtp.user!r} ({_reply(error)}): "
-            f"check mail.smtp.user and the password in ${smtp.password_env}"
-        ) from None
-    except smtplib.SMTPNotSupportedError as error:
-        _quit(connection)
-        raise MailError(f"mail: {where}: {error} (check mail.smtp.security)") from None
-    except (smtplib.SMTPException, OSError) as error:
-        _quit(connection)
-        raise MailError(f"mail: cannot reach the SMTP server {where}: {_reason(error)}") from None
-    return connection
-
-
-def _send(connection: smtplib.SMTP, message: EmailMessage) -> tuple[str | None, bool]:
-    """Send one message: (None, _) when the server took it, else (why, whether for good)."""
-    try:
-        refused = connection.send_message(message)
-    except smtplib.SMTPRecipientsRefused as error:
-        codes = [code for code, _ in error.recipients.values()]
-        return _reply(error), all(code >= 500 for code in codes)
-    except smtplib.SMTPDataError as error:
-        # The server refused this message's content (5xx: too big, taken for spam): sending
-        # the same bytes again gets the same answer. A 4xx is a "later".
-        return _reply(error), error.smtp_code >= 500
-    except smtplib.SMTPResponseException as error:
-        # A refused sender concerns every message and is the site's to fix (mail.from, the
-        # relay's rules): retried for MAX_ATTEMPTS tries, time enough to fix it, then given up.
-        return _reply(error), False
-    except (smtplib.SMTPException, OSError) as error:
-        return _reason(error), False
-    if refused:
-        return "; ".join(
-            f"{code} {text.decode(errors='replace')}" for code, text in refused.values()
-        ), False
-    return None, False
-
-
-def _reply(error: smtplib.SMTPException) -> str:
-    if isinstance(error, smtplib.SMTPRecipientsRefused):
-        return "; ".join(
-            f"{code} {text.decode(errors='replace')}" for code, text in error.recipients.values()
-        )
-    if isinstance(error, smtplib.SMTPResponseException):
-        text = error.smtp_error
-        text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-        return f"{error.smtp_code} {' '.join(text.split())}"
-    return _reason(error)
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, TimeoutError):
-        return f"no answer in time ({text or 'timed out'})"
-    return text or type(error).__name__
-
-
-def _alive(connection: smtplib.SMTP) -> bool:
-    try:
-        return connection.noop()[0] == 250
-    except (smtplib.SMTPException, OSError):
-        return False
-
-
-def _quit(connection: smtplib.SMTP | None) -> None:
-    if connection is None:
-        return
-    try:
-        connection.quit()
-    except (smtplib.SMTPException, OSError):
-        connection.close()
 
 
 # --- status ---------------------------------------------------------------------------------
