@@ -20,7 +20,8 @@ How each part gets there:
   feed server (aiohttp on 127.0.0.1, in its own process, serving each feed's latest items),
   `build --at 12:00`, `update` at 23:00 (poll, build, render), `render` with nothing new,
   a full rebuild (`render` after the output folder is moved away) and `db prune --vacuum`
-  (what a weekly cron job would run). Time is wall-clock seconds; peak memory is the
+  (what a weekly cron job would run). Each is measured in wall-clock seconds and in CPU
+  seconds (user and system, its parser processes included), and its peak memory is the
   process's largest resident set, its parser processes included (wait4's rusage).
 
 "Without retention": a shadow database gets the same entries and closings and is never
@@ -31,7 +32,9 @@ retention.
 
 Targets (issue 15): every command at the last day within 1.5x of day 30 (the rebuild and the
 VACUUM aside: they go through the whole history by nature, so only their memory is held to
-the target); peak memory of any command under 300 MB; no page over 200 KB but edition pages;
+the target), judged on CPU seconds, the cost the issue measured: on a busy machine one run's
+wall time varies by more than the targets' margin, so it is shown beside, not judged;
+peak memory of any command under 300 MB; no page over 200 KB but edition pages;
 the database at the last day under a third of its size without retention; the whole run
 under 15 minutes. Always exits 0: it is a report.
 """
@@ -216,13 +219,15 @@ def write_config(root: Path, port: int, feeds: int, database: str) -> Path:
 @dataclass
 class Measured:
     seconds: float
+    cpu_seconds: float
     peak_mb: float
     output: str
 
 
 def run_digest(config: Path, at: datetime, *args: str) -> Measured:
-    """One `digest` process with its clock at `at`: wall time and peak memory (its children
-    included: wait4 reports the largest resident set of the process and its waited children)."""
+    """One `digest` process with its clock at `at`: wall time, CPU time and peak memory (its
+    children included: wait4 reports the times and the largest resident set of the process
+    and its waited children)."""
     command = [sys.executable, "-m", "bench.at_time", at.isoformat(), "--config", str(config)]
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -235,7 +240,8 @@ def run_digest(config: Path, at: datetime, *args: str) -> Measured:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 1):
         raise RuntimeError(f"digest {' '.join(args)} exited {process.returncode}:\n{output}")
-    return Measured(seconds, usage.ru_maxrss / 1024, output)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(seconds, cpu, usage.ru_maxrss / 1024, output)
 
 
 @dataclass
@@ -429,7 +435,7 @@ def report(checkpoints: list[Checkpoint], console: Console, elapsed: float, args
     table = Table(title=f"digest over {args.days} simulated days ({args.feeds} feeds)")
     table.add_column("day", justify="right")
     for command in COMMANDS:
-        table.add_column(f"{command} s / MB", justify="right")
+        table.add_column(f"{command} s / cpu s / MB", justify="right")
     for name in (
         "db MB",
         "after VACUUM MB",
@@ -442,7 +448,10 @@ def report(checkpoints: list[Checkpoint], console: Console, elapsed: float, args
     for cp in checkpoints:
         table.add_row(
             str(cp.day),
-            *(f"{cp.measured[c].seconds:.2f} / {cp.measured[c].peak_mb:.0f}" for c in COMMANDS),
+            *(
+                f"{m.seconds:.2f} / {m.cpu_seconds:.2f} / {m.peak_mb:.0f}"
+                for m in (cp.measured[c] for c in COMMANDS)
+            ),
             f"{cp.database_mb:.1f}",
             f"{cp.vacuumed_mb:.1f}",
             f"{cp.shadow_mb:.1f}" if cp.shadow_mb is not None else "-",
@@ -460,22 +469,22 @@ def report(checkpoints: list[Checkpoint], console: Console, elapsed: float, args
     lines = []
     if base is not None and base is not last:
         for command in COMMANDS:
-            ratio = last.measured[command].seconds / base.measured[command].seconds
+            now, then = last.measured[command], base.measured[command]
+            ratio = now.cpu_seconds / then.cpu_seconds
+            ratios = (
+                f"{command}: day {last.day} / day 30 = {ratio:.2f}x in CPU time "
+                f"({now.seconds / then.seconds:.2f}x wall)"
+            )
             if command in WHOLE_HISTORY:
                 lines.append(
                     (
-                        f"{command}: day {last.day} / day 30 = {ratio:.2f}x (no target: it goes "
-                        "through the whole history; its memory is what must stay flat)",
+                        f"{ratios}, no target: it goes through the whole history; its memory "
+                        "is what must stay flat",
                         True,
                     )
                 )
                 continue
-            lines.append(
-                (
-                    f"{command}: day {last.day} / day 30 = {ratio:.2f}x (target <= 1.5x)",
-                    ratio <= 1.5,
-                )
-            )
+            lines.append((f"{ratios}, target <= 1.5x", ratio <= 1.5))
     peak = max(m.peak_mb for cp in checkpoints for m in cp.measured.values())
     lines.append(
         (f"peak memory of any command: {peak:.0f} MB (target < {PEAK_MB:.0f})", peak < PEAK_MB)
