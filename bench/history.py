@@ -21,8 +21,8 @@ How each part gets there:
   `build --at 12:00`, `update` at 23:00 (poll, build, render), `render` with nothing new,
   a full rebuild (`render` after the output folder is moved away) and `db prune --vacuum`
   (what a weekly cron job would run). Each is measured in wall-clock seconds and in CPU
-  seconds (user and system, its parser processes included), and its peak memory is the
-  process's largest resident set, its parser processes included (wait4's rusage).
+  seconds (user and system), and its peak memory is the resident set of the process and its
+  descendants together, its parser and render workers included (see run_digest).
 
 "Without retention": a shadow database gets the same entries and closings and is never
 pruned (--no-shadow skips it); the database target compares it, compacted by a VACUUM too,
@@ -42,6 +42,7 @@ under 15 minutes. Always exits 0: it is a report.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import multiprocessing
 import os
 import random
@@ -64,6 +65,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.feeds_server import _WORDS
+from bench.poll import PeakMemory
 
 START = date(2024, 1, 1)  # day 1 of the simulated site
 HOURS = (8, 13, 18)  # when each day's entries are published (UTC), up to --per-day of them
@@ -225,23 +227,63 @@ class Measured:
 
 
 def run_digest(config: Path, at: datetime, *args: str) -> Measured:
-    """One `digest` process with its clock at `at`: wall time, CPU time and peak memory (its
-    children included: wait4 reports the times and the largest resident set of the process
-    and its waited children)."""
+    """One `digest` process with its clock at `at`: wall time, and the CPU time and peak
+    memory of the process and all its descendants.
+
+    Its parser and render workers are the fork server's children, which wait4 does not count
+    with it: the peak is the summed memory of the whole tree, sampled from /proc
+    (bench.poll.PeakMemory), and the CPU time adds the fork server's own rusage (its workers'
+    included), collected as this process is the subreaper that the orphaned server ends under.
+    """
+    become_subreaper()
     command = [sys.executable, "-m", "bench.at_time", at.isoformat(), "--config", str(config)]
     started = time.perf_counter()
     process = subprocess.Popen(
         [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    sampler = PeakMemory(process.pid)
+    sampler.start()
     assert process.stdout is not None
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
+    sampler.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 1):
         raise RuntimeError(f"digest {' '.join(args)} exited {process.returncode}:\n{output}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return Measured(seconds, cpu, usage.ru_maxrss / 1024, output)
+    cpu = usage.ru_utime + usage.ru_stime + orphans_cpu(sampler.seen - {process.pid})
+    peak = max(sampler.peak_rss / 2**20, usage.ru_maxrss / 1024)
+    return Measured(seconds, cpu, peak, output)
+
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants of our children end under this process instead of init, so
+    that their resource usage can be collected (Linux)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def orphans_cpu(pids: set[int], patience: float = 10.0) -> float:
+    """CPU seconds of those of `pids` that ended up as our children (a fork server and what
+    it had not reaped), once each has exited; the others were reaped by their parents, whose
+    rusage holds them."""
+    total = 0.0
+    deadline = time.monotonic() + patience
+    waiting = set(pids)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            try:
+                done, _, usage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
+                waiting.discard(pid)  # not ours: reaped by its own parent
+                continue
+            if done:
+                total += usage.ru_utime + usage.ru_stime
+                waiting.discard(pid)
+        time.sleep(0.01)
+    return total
 
 
 @dataclass

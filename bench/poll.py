@@ -102,12 +102,14 @@ class PeakMemory(threading.Thread):
         self._stop_event = threading.Event()
         self.peak_rss = 0
         self.peak_pss = 0
+        self.seen: set[int] = set()  # every process of the tree a sample found
         self._page = os.sysconf("SC_PAGE_SIZE")
 
     def run(self) -> None:
         samples = 0
         while not self._stop_event.wait(SAMPLE_SECONDS):
             pids = self._tree()
+            self.seen.update(pids)
             self.peak_rss = max(self.peak_rss, sum(map(self._rss, pids)))
             samples += 1
             if samples % PSS_EVERY == 0:

@@ -3,16 +3,18 @@ edition of their month; stream indexes and feeds of a bounded size."""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date
 from pathlib import Path
 
+import pytest
 from lxml import html
 
 from digest.archive import months, neighbours, years
 from digest.config import FEED_CONTENT_KB, FEED_EDITIONS, INDEX_EDITIONS
 from digest.editions import Edition, EditionSection
-from digest.render import render_site
+from digest.render import _Makers, render_site
 from digest.views import (
     SiteContent,
     StreamContent,
@@ -190,3 +192,31 @@ def test_archive_grouping_is_by_the_editions_local_date() -> None:
     assert neighbours(grouped, 1) == (grouped[2], grouped[0])
     assert neighbours(grouped, 0) == (grouped[1], None)
     assert months([]) == [] and years([]) == []
+
+
+def _die(edition: Edition) -> Edition:
+    """A render worker's loader that dies as the OOM killer would end it."""
+    os._exit(9)
+
+
+def test_pages_a_dead_worker_left_are_made_by_the_render_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    listed = editions()
+    render_site(content(listed), tmp_path / "one-process")
+    monkeypatch.setattr(_Makers, "PARALLEL_FROM", 1)
+
+    report = render_site(content(listed), tmp_path / "workers", worker_load=_die)
+
+    if len(os.sched_getaffinity(0)) > 1:
+        assert report.workers > 1
+        assert "a render worker died" in caplog.text
+    made = {
+        p.relative_to(tmp_path / "workers"): p.read_bytes()
+        for p in (tmp_path / "workers").rglob("*.*")
+    }
+    assert made == {
+        p.relative_to(tmp_path / "one-process"): p.read_bytes()
+        for p in (tmp_path / "one-process").rglob("*.*")
+    }
+    assert len(made) == len(report.written)

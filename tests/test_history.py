@@ -4,6 +4,7 @@ trust, and retention prunes old unpublished entries and nothing an edition shows
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from digest.cli import cli
 from digest.config import FeedSettings, RetentionSettings, Settings, SiteSettings, StreamSettings
 from digest.publish import MARKER, build, render
+from digest.render import _Makers
 from digest.retention import prune, vacuum
 from digest.store import (
     EditionRow,
@@ -122,6 +124,23 @@ def test_a_deleted_output_folder_is_rebuilt_byte_for_byte(
     assert tree(public) == before
     assert len(report.written) == len(before)
     assert render(sqlite_store, config).written == []  # and it trusts its records again
+
+
+def test_a_rebuild_of_many_editions_is_made_by_worker_processes_byte_for_byte(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = settings(tmp_path)
+    publish_days(sqlite_store, config, 15)
+    public = tmp_path / "public"
+    before = tree(public)
+    shutil.rmtree(public)
+    monkeypatch.setattr(_Makers, "PARALLEL_FROM", 5)  # a site of 15 editions is a big one
+
+    report = render(sqlite_store, config)
+
+    assert report.workers == min(len(os.sched_getaffinity(0)), _Makers.MAX_WORKERS)
+    assert tree(public) == before
+    assert render(sqlite_store, config).written == []
 
 
 def test_a_killed_render_leaves_the_folder_untrusted_until_a_full_one(

@@ -17,6 +17,7 @@ README); we keep no second record of what was published, because the output fold
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -24,6 +25,7 @@ import secrets
 import threading
 from collections.abc import Collection
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -300,6 +302,7 @@ def render(store: Store, settings: Settings, *, full: bool = False) -> RenderRep
             output,
             published=published if trusted else None,
             load=lambda edition: with_sections(session, edition),
+            worker_load=EditionLoader(store.url, store.busy_timeout),
             templates_override=settings.site.templates,
             before_write=lambda: marker.unlink(missing_ok=True),
         )
@@ -311,6 +314,27 @@ def render(store: Store, settings: Settings, *, full: bool = False) -> RenderRep
         record_pings(session, settings, _changed(report, published, output), datetime.now(UTC))
     write_atomically(marker, token_text.encode("ascii"))
     return report
+
+
+@dataclass(frozen=True)
+class EditionLoader:
+    """An edition's sections from the database, in a render worker (digest.render._Makers):
+    picklable, it opens the worker's own connection at its first edition. Editions are
+    never deleted, and an amendment changes the fingerprint a page is recorded with, so a
+    worker that reads an edition amended since the render began makes a page that the next
+    render makes again."""
+
+    url: str
+    busy_timeout: float
+
+    def __call__(self, edition: Edition) -> Edition:
+        with _worker_store(self.url, self.busy_timeout).reading() as session:
+            return with_sections(session, edition)
+
+
+@functools.cache
+def _worker_store(url: str, busy_timeout: float) -> Store:
+    return Store(url, busy_timeout)
 
 
 def _changed(report: RenderReport, published: dict[str, PageRecord], output: Path) -> list[Path]:

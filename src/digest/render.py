@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import multiprocessing
+import os
 import traceback
+from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -59,6 +65,8 @@ from digest.views import (
     year_link,
 )
 
+log = logging.getLogger("digest.render")
+
 # Part of every page's fingerprint: a change to how pages are made that templates do not show.
 RENDER_FORMAT = f"{__version__}/1"
 
@@ -78,6 +86,7 @@ class RenderReport:
     written: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
     records: dict[str, PageRecord] = field(default_factory=dict)
+    workers: int = 0  # worker processes started to make edition pages (see _Makers)
 
 
 class RenderError(Exception):
@@ -162,6 +171,7 @@ def render_site(
     *,
     published: Mapping[str, PageRecord] | None = None,
     load: Callable[[Edition], Edition] | None = None,
+    worker_load: Callable[[Edition], Edition] | None = None,
     templates_override: Path | None = None,
     before_write: Callable[[], None] | None = None,
 ) -> RenderReport:
@@ -174,39 +184,139 @@ def render_site(
     `load`: an edition with its sections, given a bare one; the editions of `content` may come
     bare (no sections), and only those whose pages or feed entries are made are loaded, one
     at a time, so memory stays bounded however long the history.
+    `worker_load`: the same as `load`, but picklable and for any process (it opens its own
+    connection): given, many editions to make are made by worker processes (see _Makers).
     `before_write`: called once, before the first file is written.
     """
     env = _environment(templates_override, _folder_state(templates_override))
     report = RenderReport()
-    pending = before_write
-    compiled = False
-    for pages in _pages(env, content, load or (lambda edition: edition)):
-        if published is not None and all(
+    todo = [
+        pages
+        for pages in _pages(env, content, load or (lambda edition: edition))
+        if published is None
+        or not all(
             (record := published.get(name)) is not None and record.source == pages.source
             for name in pages.files
-        ):
-            continue
-        if not compiled:
-            _compile_templates(env)
-            compiled = True
-        for name, data in zip(pages.files, pages.make(), strict=True):
-            path = output_dir / name
-            digest = hashlib.sha256(data).hexdigest()
-            known = published.get(name) if published is not None else None
-            if published is None:
-                changed = _differs(path, data)
-            else:
-                changed = known is None or known.digest != digest
-            if changed:
-                if pending is not None:
-                    pending()
-                    pending = None
-                _write(path, data)
-                report.written.append(path)
-            else:
-                report.unchanged.append(path)
-            report.records[name] = PageRecord(pages.source, digest)
+        )
+    ]
+    if not todo:
+        return report
+    _compile_templates(env)
+    pending = before_write
+    with _Makers(todo, templates_override, worker_load) as makers:
+        report.workers = makers.started
+        for pages, made in makers.made():
+            for name, data in zip(pages.files, made, strict=True):
+                path = output_dir / name
+                digest = hashlib.sha256(data).hexdigest()
+                known = published.get(name) if published is not None else None
+                if published is None:
+                    changed = _differs(path, data)
+                else:
+                    changed = known is None or known.digest != digest
+                if changed:
+                    if pending is not None:
+                        pending()
+                        pending = None
+                    _write(path, data)
+                    report.written.append(path)
+                else:
+                    report.unchanged.append(path)
+                report.records[name] = PageRecord(pages.source, digest)
     return report
+
+
+class _Makers:
+    """Makes the pages of `todo`, in order. Many edition pages to make (a rebuild, a changed
+    template) are made by worker processes, one per core (up to MAX_WORKERS), each loading
+    its editions (`worker_load`: its own connection to the database) and filling their
+    templates, while this process makes the other pages and writes every file. A few
+    editions are made here, as starting workers costs more than they do. Workers are handed
+    IN_FLIGHT editions each ahead, so memory stays bounded whatever the history."""
+
+    PARALLEL_FROM = 48  # edition groups to make before workers are started
+    MAX_WORKERS = 4
+    IN_FLIGHT = 4
+
+    def __init__(
+        self,
+        todo: Sequence[_Pages],
+        templates_override: Path | None,
+        worker_load: Callable[[Edition], Edition] | None,
+    ) -> None:
+        self._todo = todo
+        self._pool: ProcessPoolExecutor | None = None
+        self._workers = min(len(os.sched_getaffinity(0)), self.MAX_WORKERS)
+        self.started = 0
+        editions = sum(1 for pages in todo if pages.edition is not None)
+        if worker_load is not None and self._workers > 1 and editions >= self.PARALLEL_FROM:
+            self.started = self._workers
+            # forkserver, not fork: the daemon renders while other threads run.
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_start_worker,
+                initargs=(templates_override, worker_load),
+            )
+
+    def __enter__(self) -> _Makers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def made(self) -> Iterator[tuple[_Pages, tuple[bytes, ...]]]:
+        ahead: deque[tuple[_Pages, Future[tuple[bytes, ...]] | None]] = deque()
+        for pages in self._todo:
+            ahead.append((pages, self._submit(pages)))
+            while len(ahead) > self._workers * self.IN_FLIGHT:
+                yield self._result(*ahead.popleft())
+        while ahead:
+            yield self._result(*ahead.popleft())
+
+    def _submit(self, pages: _Pages) -> Future[tuple[bytes, ...]] | None:
+        """An edition's pages handed to a worker; None: made here when their turn comes."""
+        if self._pool is None or pages.edition is None:
+            return None
+        edition, maker = pages.edition
+        try:
+            return self._pool.submit(_make_in_worker, maker, edition)
+        except BrokenProcessPool:
+            self._broken()
+            return None
+
+    def _result(
+        self, pages: _Pages, future: Future[tuple[bytes, ...]] | None
+    ) -> tuple[_Pages, tuple[bytes, ...]]:
+        if future is not None:
+            try:
+                return pages, future.result()
+            except BrokenProcessPool:
+                self._broken()
+        return pages, pages.make()
+
+    def _broken(self) -> None:
+        """A worker died (the OOM killer, a signal): the rest is made in this process, so
+        the render still completes, only slower."""
+        if self._pool is not None:
+            log.warning("a render worker died; making the remaining pages in this process")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+_worker: tuple[Environment, Callable[[Edition], Edition]] | None = None  # in a render worker
+
+
+def _start_worker(templates_override: Path | None, load: Callable[[Edition], Edition]) -> None:
+    global _worker
+    _worker = (make_environment(templates_override), load)
+
+
+def _make_in_worker(maker: EditionPages, edition: Edition) -> tuple[bytes, ...]:
+    assert _worker is not None
+    env, load = _worker
+    return maker.make(env, load(edition))
 
 
 @functools.lru_cache(maxsize=8)
@@ -233,6 +343,36 @@ class _Pages:
     files: tuple[str, ...]
     source: str  # fingerprint of the inputs
     make: Callable[[], tuple[bytes, ...]]
+    # An edition's pages: the edition (bare) and what makes its pages once it is loaded, for
+    # a worker process to do what `make` does (see _Makers).
+    edition: tuple[Edition, EditionPages] | None = None
+
+
+@dataclass(frozen=True)
+class EditionPages:
+    """Makes a stream's edition pages from a loaded edition: plain data, so that it pickles
+    to a worker process (see _Makers)."""
+
+    site: SiteView
+    stream: StreamView
+    base_url: str
+    gemini_url: str
+    timezone: str
+
+    def make(self, env: Environment, edition: Edition) -> tuple[bytes, ...]:
+        shown = edition_view(edition, self.base_url, self.gemini_url, ZoneInfo(self.timezone))
+        # page_url "" keeps the contents anchors relative on the page itself.
+        context = {
+            "site": self.site,
+            "stream": self.stream,
+            "edition": shown,
+            "root": "../" * shown.path.count("/"),
+            "page_url": "",
+        }
+        return (
+            fill(env, "edition.html", **context).encode("utf-8"),
+            fill(env, "edition.gmi", **context).encode("utf-8"),
+        )
 
 
 def _fingerprint(*parts: object) -> str:
@@ -301,7 +441,9 @@ def _pages(
     for stream in content.streams:
         view = stream_view(stream, content)
         streams.append(view)
-        yield from _stream_pages(env, page, content, stream, view, _fingerprint(base, view), load)
+        yield from _stream_pages(
+            env, page, site, content, stream, view, _fingerprint(base, view), load
+        )
 
     posts = tuple(post_view(post, tz) for post in content.recent)
     source = _fingerprint(base, tuple(content.recent), tuple(streams), content.updated)
@@ -345,6 +487,7 @@ def _site_pages(
 def _stream_pages(
     env: Environment,
     page: Callable[..., bytes],
+    site: SiteView,
     content: SiteContent,
     stream: StreamContent,
     view: StreamView,
@@ -357,23 +500,14 @@ def _stream_pages(
     listed = newest_first(stream.editions, stream.kept)
     marks = {edition.path: edition_fingerprint(edition) for edition in listed}
 
-    def edition_pages(edition: Edition) -> tuple[bytes, ...]:
-        shown = edition_view(load(edition), content.base_url, content.gemini_base_url, tz)
-        # page_url "" keeps the contents anchors relative on the page itself.
-        context = {
-            "stream": view,
-            "edition": shown,
-            "root": "../" * shown.path.count("/"),
-            "page_url": "",
-        }
-        return page("edition.html", **context), page("edition.gmi", **context)
-
+    maker = EditionPages(site, view, content.base_url, content.gemini_base_url, content.timezone)
     for edition in stream.editions:
         if edition.path not in kept:
             yield _Pages(
                 (edition.path + ".html", edition.path + ".gmi"),
                 _fingerprint(base, marks[edition.path]),
-                functools.partial(edition_pages, edition),
+                functools.partial(_load_and_make, env, maker, load, edition),
+                (edition, maker),
             )
 
     all_months = months(listed)
@@ -441,6 +575,12 @@ def _stream_pages(
             parts=tuple(month_link(view, month) for month in year.months),
         )
         yield _archive_pages(page, view, archive, [], base, tuple)
+
+
+def _load_and_make(
+    env: Environment, maker: EditionPages, load: Callable[[Edition], Edition], edition: Edition
+) -> tuple[bytes, ...]:
+    return maker.make(env, load(edition))
 
 
 def _archive_pages(

@@ -58,7 +58,7 @@ class Store:
         )
         # SQLite takes one writer at a time anyway; PostgreSQL writers run side by side.
         self._write_turn = threading.Lock() if self.is_sqlite else None
-        self._busy_timeout = busy_timeout  # as the engine's connections were given
+        self.busy_timeout = busy_timeout  # as the engine's connections were given
 
     @property
     def is_sqlite(self) -> bool:
@@ -80,7 +80,7 @@ class Store:
         # Waiting is bounded like SQLite's own wait: when another program holds the database,
         # each thread still gets its own "database is locked" in time, not one after another.
         turn = self._write_turn
-        if turn is None or not turn.acquire(timeout=self._busy_timeout):
+        if turn is None or not turn.acquire(timeout=self.busy_timeout):
             yield
             return
         try:
@@ -90,7 +90,7 @@ class Store:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (run on every start)."""
-        upgrade_database(self.engine, self._busy_timeout)
+        upgrade_database(self.engine, self.busy_timeout)
 
     def close(self) -> None:
         self.engine.dispose()
