@@ -208,7 +208,7 @@ def test_pages_a_dead_worker_left_are_made_by_the_render_itself(
 
     report = render_site(content(listed), tmp_path / "workers", worker_load=_die)
 
-    if len(os.sched_getaffinity(0)) > 1:
+    if (os.cpu_count() or 1) > 1:
         assert report.workers > 1
         assert "a render worker died" in caplog.text
     made = {

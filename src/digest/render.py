@@ -246,7 +246,7 @@ class _Makers:
     ) -> None:
         self._todo = todo
         self._pool: ProcessPoolExecutor | None = None
-        self._workers = min(len(os.sched_getaffinity(0)), self.MAX_WORKERS)
+        self._workers = min(os.cpu_count() or 1, self.MAX_WORKERS)
         self.started = 0
         editions = sum(1 for pages in todo if pages.edition is not None)
         if worker_load is not None and self._workers > 1 and editions >= self.PARALLEL_FROM:
