@@ -37,6 +37,7 @@ from digest.parse.gemsub import is_gemtext, read_gemsub
 from digest.parse.jsonfeed import read_json_feed
 from digest.parse.rdf import RDF, read_rdf
 from digest.parse.rss import read_rss
+from digest.parse.urls import absolute_url
 from digest.parse.xml import local_name, namespace, read_xml
 
 __all__ = [
@@ -78,9 +79,10 @@ def parse_feed(
         return read_json_feed(body, url=url, now=now)
     base = url
     if "content-location" in lowered:
-        # An unusable one (e.g. "http://[::1") is ignored rather than failing the feed.
+        # An unusable one (e.g. "http://[::1"), or one no link could be resolved against
+        # (javascript:, data:), is ignored rather than failing the feed or its links.
         with contextlib.suppress(ValueError):
-            base = urljoin(url, lowered["content-location"].strip())
+            base = absolute_url(urljoin(url, lowered["content-location"].strip()), url) or url
     return _parse_xml(body, charset, media_type=media_type, base=base, now=now)
 
 

@@ -1,7 +1,8 @@
 """RSS 0.91-2.0 (and, through rdf.py, the items of RSS 0.90/1.0).
 
-An item is read from its own elements only: `title`, `link` (else an Atom alternate link,
-else a permalink `guid`), `guid`, `description` (else `content:encoded`), `author` (else
+An item is read from its own elements only: `title` (else `dc:title`), `link` (else an Atom
+alternate link, else a permalink `guid`), `guid`, `description` (else `dc:description`, else
+`content:encoded`, else an XHTML `xhtml:body`), `author` (else
 `dc:creator`, `itunes:author`), `pubDate` (else `dcterms:issued`) and `dc:date`. Extension
 elements that look alike (`media:title`, `media:description`, `itunes:summary`, ...) never
 stand in for them: a photo caption is not a headline.
@@ -36,6 +37,7 @@ CONTENT = "http://purl.org/rss/1.0/modules/content/"
 DC = "http://purl.org/dc/elements/1.1/"
 DCTERMS = "http://purl.org/dc/terms/"
 ITUNES = "http://www.itunes.com/dtds/podcast-1.0.dtd"
+XHTML = "http://www.w3.org/1999/xhtml"
 
 # Elements read from an item or channel, beside the format's own (named in its namespace).
 _CONTENT_ENCODED = f"{{{CONTENT}}}encoded"
@@ -43,9 +45,13 @@ _ATOM_LINK = f"{{{ATOM}}}link"
 _DC_CREATOR = f"{{{DC}}}creator"
 _DC_DATE = f"{{{DC}}}date"
 _DC_TITLE = f"{{{DC}}}title"
+_DC_DESCRIPTION = f"{{{DC}}}description"
+_XHTML_BODY = f"{{{XHTML}}}body"
 _DCTERMS_ISSUED = f"{{{DCTERMS}}}issued"
 _DCTERMS_MODIFIED = f"{{{DCTERMS}}}modified"
 _ITUNES_AUTHOR = f"{{{ITUNES}}}author"
+# Apple's own documentation and feeds long wrote the namespace with "DTDs": both are iTunes'.
+_ITUNES_AUTHOR_DTDS = "{http://www.itunes.com/DTDs/Podcast-1.0.dtd}author"
 
 
 def read_rss(root: Any, *, base: str, now: datetime) -> ParsedFeed:
@@ -71,7 +77,7 @@ def read_channel(
         entry = _read_item(item, tags, base=base, feed_author=feed_author, now=now)
         if entry is not None:
             entries.append(entry)
-    title = fields.get(tags.title)
+    title = _title(fields, tags)
     return ParsedFeed(
         title=html_to_text(inner_text(title)) or None if title is not None else None,
         link=_link(fields, channel, tags, base) if channel is not None else None,
@@ -98,9 +104,7 @@ def _read_item(
 ) -> ParsedEntry | None:
     base = base_of(item, base)
     fields = first_children(item)
-    title = fields.get(tags.title)
-    if title is None:
-        title = fields.get(_DC_TITLE)
+    title = _title(fields, tags)
     guid = fields.get(tags.guid)
     entry_id = None
     if guid is not None:
@@ -123,6 +127,12 @@ def _read_item(
     )
 
 
+def _title(fields: dict[str, Any], tags: _Tags) -> Any | None:
+    """The title element of an item or channel: its own, else Dublin Core's."""
+    title = fields.get(tags.title)
+    return fields.get(_DC_TITLE) if title is None else title
+
+
 def _text(fields: dict[str, Any], tag: str) -> str | None:
     element = fields.get(tag)
     return None if element is None else inner_text(element)
@@ -142,7 +152,7 @@ def _link(fields: dict[str, Any], parent: Any, tags: _Tags, base: str) -> str | 
 
 
 def _summary(item: Any, fields: dict[str, Any], tags: _Tags) -> str:
-    for tag in (tags.description, _CONTENT_ENCODED):
+    for tag in (tags.description, _DC_DESCRIPTION, _CONTENT_ENCODED, _XHTML_BODY):
         element = fields.get(tag)
         if element is not None:
             summary = html_blurb(inner_markup(element))
@@ -153,7 +163,13 @@ def _summary(item: Any, fields: dict[str, Any], tags: _Tags) -> str:
 
 def _author(fields: dict[str, Any], tags: _Tags) -> str | None:
     """The item's (or channel's) author by name: an address is cut down to the name in it."""
-    for tag in (tags.author, tags.managing_editor, _DC_CREATOR, _ITUNES_AUTHOR):
+    for tag in (
+        tags.author,
+        tags.managing_editor,
+        _DC_CREATOR,
+        _ITUNES_AUTHOR,
+        _ITUNES_AUTHOR_DTDS,
+    ):
         element = fields.get(tag)
         if element is None:
             continue

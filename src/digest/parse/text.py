@@ -109,7 +109,9 @@ _BREAK_TAGS = {
 _TEXT_CLEANER = nh3.Cleaner(
     tags=_BREAK_TAGS,
     attributes={},
-    clean_content_tags={"script", "style"},
+    # Elements whose content a browser never shows as text: code, or fallback markup for
+    # browsers without frames, embeds or templates (an iframe's content is not its text).
+    clean_content_tags={"script", "style", "iframe", "noembed", "noframes", "template"},
     link_rel=None,
 )
 _TAG = re.compile(r"<[^>]*>")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import html.entities
 import re
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,14 +38,30 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16-be"),
     (codecs.BOM_UTF16_LE, "utf-16-le"),
 )
-# '<?' or '<' and a name in wide encodings without a BOM (XML 1.0 appendix F), and EBCDIC.
+# '<?' or '<' and a name in wide encodings without a BOM (XML 1.0 appendix F).
 _WIDE_STARTS = (
     (b"\x00\x00\x00<", "utf-32-be"),
     (b"<\x00\x00\x00", "utf-32-le"),
     (b"\x00<\x00", "utf-16-be"),
     (b"<\x00", "utf-16-le"),
-    (b"\x4c\x6f\xa7\x94", "cp037"),
 )
+# '<?xm' in EBCDIC: the declaration, in characters every EBCDIC code page shares, names which.
+_EBCDIC_START = b"\x4c\x6f\xa7\x94"
+_EBCDIC_CODECS = frozenset({"cp037", "cp273", "cp424", "cp500", "cp875", "cp1026", "cp1140"})
+# Labels of the IANA charset registry (and Microsoft's) that Python's codecs do not know.
+_LABELS = {
+    "mac": "mac_roman",
+    "csmacintosh": "mac_roman",
+    "x-mac-roman": "mac_roman",
+    "x-mac-cyrillic": "mac_cyrillic",
+    "ms-ansi": "cp1252",
+    "ms-arab": "cp1256",
+    "ms-cyrl": "cp1251",
+    "ms-ee": "cp1250",
+    "ms-greek": "cp1253",
+    "ms-hebr": "cp1255",
+    "ms-turk": "cp1254",
+}
 _DECLARED_ENCODING = re.compile(
     rb"""\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""", re.IGNORECASE
 )
@@ -70,6 +87,10 @@ def decode(body: bytes, charset: str | None) -> str:
     for start, name in _WIDE_STARTS:
         if body.startswith(start):
             return body.decode(name, "replace")
+    if body.startswith(_EBCDIC_START):
+        declared = _DECLARED_ENCODING.match(body[:200].decode("cp037").encode("ascii", "replace"))
+        codec = _codec(declared[1].decode()) if declared else None
+        return body.decode(codec if codec in _EBCDIC_CODECS else "cp037", "replace")
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
@@ -91,7 +112,7 @@ def _codec(label: str | None) -> str | None:
     if not label:
         return None
     try:
-        info = codecs.lookup(label)
+        info = codecs.lookup(_LABELS.get(label.lower(), label))
     except LookupError:
         return None
     # Bytes-to-bytes codecs (hex, zlib, ...) are no text encoding, whatever a server says.
@@ -278,8 +299,22 @@ def inner_markup(element: Any) -> str:
         return element.text or ""
     parts = [element.text or ""]
     parts.extend(
-        etree.tostring(child, encoding=str, with_tail=True)
+        etree.tostring(_unprefixed(child), encoding=str, with_tail=True)
         for child in element
         if isinstance(child.tag, str)
     )
     return "".join(parts)
+
+
+def _unprefixed(element: Any) -> Any:
+    """element with its tags by local name only: XHTML written with a prefix (<xhtml:p>, as
+    RFC 4287's own examples write it) must reach the HTML reader as <p>, not as an unknown
+    <xhtml:p> whose paragraphs would run together."""
+    if all(not isinstance(e.tag, str) or not e.tag.startswith("{") for e in element.iter()):
+        return element
+    copy = deepcopy(element)
+    for e in copy.iter():
+        if isinstance(e.tag, str):
+            e.tag = local_name(e)
+    etree.cleanup_namespaces(copy)
+    return copy
