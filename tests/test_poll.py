@@ -343,6 +343,8 @@ def test_a_parse_past_its_deadline_fails_that_feed_only(db: Store, httpserver: H
     assert [failure.url for failure in summary.failures] == [deep]
     assert feed(db, deep).last_error == "parse stopped after 2s (fetch.parse_timeout)"
     assert feed(db, deep).failures == 1
+    # Not judged from the bytes (a busy machine may be to blame): parsed again next time.
+    assert (feed(db, deep).body_hash, feed(db, deep).body_error) == (None, None)
     assert all(feed(db, url).last_error is None for url in good)
     assert entries(db) == len(good)
 
@@ -422,6 +424,6 @@ def test_one_endless_parse_in_a_batch_leaves_its_companions_parsed() -> None:
 
     first, deep, second = asyncio.run(parse_together())
     assert isinstance(first, ParsedFeed) and [e.title for e in first.entries] == ["first"]
-    assert deep == ParseFailure("parse stopped after 2s (fetch.parse_timeout)")
+    assert deep == ParseFailure("parse stopped after 2s (fetch.parse_timeout)", lasting=False)
     assert isinstance(second, ParsedFeed)
     assert [e.title for e in second.entries] == ["second", "third"]

@@ -45,6 +45,8 @@ WRITE_BATCH = 200  # feeds per write transaction, at most
 # costs the poller about a millisecond besides its rows (a warm poll of 1,000 feeds made 35
 # of 1 to 100 feeds, now about 12); the end of a poll waits for it once.
 WRITE_GATHER = 0.02  # seconds
+# What the server says of a body it sent before: the same one (a 304, or the same bytes).
+_SAME_BODY = frozenset({Outcome.NOT_MODIFIED, Outcome.UNCHANGED})
 PULLED_BACK = (
     "its next poll was set for {when:%Y-%m-%d %H:%M} UTC, further ahead than its interval "
     "and any backoff allow (was the clock ahead?): polled now"
@@ -108,6 +110,7 @@ class _Due:
     interval: timedelta
     failures: int
     cache: CacheState
+    body_error: str | None  # the cache is of a body that did not parse, for this reason
 
 
 class Poller:
@@ -382,9 +385,17 @@ class _Polled:
 def _feed_update(item: _Polled, now: datetime) -> FeedUpdate:
     feed, result, parsed = item.feed, item.result, item.parsed
     error = result.error if result.outcome in (Outcome.ERROR, Outcome.GONE) else None
+    body_error = None
+    repeated = False
     if isinstance(parsed, ParseFailure):
         error = parsed.reason
-    failures = 0 if error is None else feed.failures + 1
+        body_error = error if parsed.lasting else None
+    elif feed.body_error is not None and result.outcome in _SAME_BODY:
+        # The body that did not parse, unchanged: its error again, without a parse, and its
+        # failures as they were (also after another failure in between, such as a timeout).
+        error = body_error = feed.body_error
+        repeated = True
+    failures = feed.failures if repeated else 0 if error is None else feed.failures + 1
     return FeedUpdate(
         polled_at=now,
         next_poll_at=next_poll_time(
@@ -407,6 +418,8 @@ def _feed_update(item: _Polled, now: datetime) -> FeedUpdate:
             else None
         ),
         title=parsed.title if isinstance(parsed, ParsedFeed) else None,
+        body_error=body_error,
+        repeated=repeated,
     )
 
 
@@ -418,6 +431,7 @@ def _due(row: ClaimedFeed) -> _Due:
         interval=timedelta(seconds=row.interval_seconds),
         failures=row.failures,
         cache=CacheState(row.etag, row.last_modified, row.body_hash),
+        body_error=row.body_error,
     )
 
 

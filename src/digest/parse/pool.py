@@ -195,11 +195,13 @@ def _quietly(start: Callable[[], None]) -> None:
 def _lost_parse(failure: BaseException, timeout: float) -> ParseFailure | None:
     """The feed's failure when its parser was stopped or died; None for any other failure."""
     if isinstance(failure, TimeoutError):
-        return ParseFailure(f"parse stopped after {timeout:g}s (fetch.parse_timeout)")
+        return ParseFailure(
+            f"parse stopped after {timeout:g}s (fetch.parse_timeout)", lasting=False
+        )
     if isinstance(failure, ProcessExpired):
         code = failure.exitcode
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         if code == -signal.SIGKILL:
             how += "; out of memory?"  # what the kernel's OOM killer sends
-        return ParseFailure(f"parser process died while parsing ({how})")
+        return ParseFailure(f"parser process died while parsing ({how})", lasting=False)
     return None
