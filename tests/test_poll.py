@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import signal
@@ -22,7 +23,7 @@ from digest.config import FeedSettings, FetchSettings
 from digest.due import MAX_BACKOFF, next_poll_time
 from digest.parse import ParsedFeed, ParseFailure
 from digest.parse.pool import ParserPool
-from digest.poll import Poller, PollSummary
+from digest.poll import POLL_GC_THRESHOLD, Poller, PollSummary
 from digest.store import EntryRow, FeedRow, Store
 from tests.conftest import add_feeds, sqlite_copy
 from tests.daemon_harness import wait_for
@@ -81,6 +82,21 @@ def test_etag_round_trip_gives_304_and_no_parse(db: Store, httpserver: HTTPServe
     row = feed(db, url)
     assert (row.last_status, row.etag, row.failures) == ("304", '"v1"', 0)
     assert entries(db) == 2
+
+
+def test_a_poll_collects_garbage_seldom_and_gives_the_threshold_back(
+    db: Store, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/feed").respond_with_data(rss("a"), content_type="text/xml")
+    add_feeds(
+        db, [FeedSettings(url=httpserver.url_for("/feed"), stream="links")], datetime.now(UTC)
+    )
+    before = gc.get_threshold()
+    seen: list[int] = []
+    poller = Poller(db, FetchSettings(allow_private_networks=True))
+    poller.run(every=True, progress=lambda _done, _total: seen.append(gc.get_threshold()[0]))
+    assert seen and set(seen) == {max(before[0], POLL_GC_THRESHOLD)}
+    assert gc.get_threshold() == before
 
 
 def test_same_bytes_without_etag_are_not_parsed_again(db: Store, httpserver: HTTPServer) -> None:

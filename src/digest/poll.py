@@ -8,12 +8,14 @@ writes are short transactions in batches, in a thread off the event loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -188,6 +190,10 @@ class Poller:
     async def poll(
         self, *, every: bool = False, progress: ProgressCallback | None = None
     ) -> PollSummary:
+        with _fewer_collections():
+            return await self._poll(every, progress)
+
+    async def _poll(self, every: bool, progress: ProgressCallback | None) -> PollSummary:
         started = datetime.now(UTC)
         with self.store.reading() as session:
             known = known_hosts(session)
@@ -451,6 +457,38 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None  # the standard loop does the same work, slower
     return uvloop.new_event_loop
+
+
+# Young objects the garbage collector lets pile up before it looks for cycles among them,
+# during a poll. Python's default, 700, is a collection every few feeds: a poll holds its
+# batch of fetches (their tasks, requests and responses) alive at once, each collection
+# walked them, and the survivors made the full collections of the whole heap (the modules,
+# SQLAlchemy's and aiohttp's own objects) that came every second or so. At 10,000 a poll
+# collects next to never; whatever cycles it leaves are found later, and the most it can
+# hold back is those 10,000 objects.
+POLL_GC_THRESHOLD = 10_000
+_collections_lock = threading.Lock()
+_collections_held = 0
+_collections_before: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """POLL_GC_THRESHOLD while any poll of this process runs (polls may share a process)."""
+    global _collections_held, _collections_before
+    with _collections_lock:
+        if _collections_held == 0:
+            _collections_before = gc.get_threshold()
+            young, *older = _collections_before
+            gc.set_threshold(max(young, POLL_GC_THRESHOLD), *older)
+        _collections_held += 1
+    try:
+        yield
+    finally:
+        with _collections_lock:
+            _collections_held -= 1
+            if _collections_held == 0:
+                gc.set_threshold(*_collections_before)
 
 
 def worker_id() -> str:
