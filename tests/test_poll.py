@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import os
@@ -308,6 +309,51 @@ def test_kept_parser_processes_serve_every_poll_until_closed(
     finally:
         poller.close()
     assert entries(db) == 2 and parsers_gone()
+
+
+class TripsNeverRun:
+    """A parser pool that takes trips and never runs them, as pebble can lose one queued
+    while its pool breaks."""
+
+    active = True
+
+    def __init__(self) -> None:
+        self.sent: list[concurrent.futures.Future[object]] = []
+
+    def schedule(self, *_args: object, **_kwargs: object) -> concurrent.futures.Future[object]:
+        self.sent.append(concurrent.futures.Future())
+        return self.sent[-1]
+
+    def stop(self) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
+
+def test_a_parse_that_never_runs_fails_at_its_own_deadline() -> None:
+    """The poll goes on: each trip gives up once every trip ahead of it could have used its
+    whole time, and its feeds fail (to be tried again by the next poll)."""
+    lost = TripsNeverRun()
+
+    async def parse_some() -> list[ParsedFeed | ParseFailure]:
+        with ParserPool(timeout=0.2) as parser:
+            parser.MARGIN = 0.1
+            parser._pool = lost  # type: ignore[assignment]
+            bodies = [rss(str(n)).encode() for n in range(ParserPool.SIZE + 1)]  # two trips
+            return await asyncio.wait_for(
+                asyncio.gather(
+                    *(parser.parse(body, "https://example.net/", {}) for body in bodies)
+                ),
+                timeout=60,  # a hang fails here instead
+            )
+
+    parsed = asyncio.run(parse_some())
+    assert len(lost.sent) == 2 and all(trip.cancelled() for trip in lost.sent)
+    for failure in parsed:  # 0.3 s for the first two trips a core, then 0.2 s more a round
+        assert isinstance(failure, ParseFailure) and not failure.lasting
+        assert failure.reason.startswith("parse did not run within 0.")
+        assert failure.reason.endswith("s (the parser processes were lost)")
 
 
 def test_kept_parsers_killed_while_idle_are_replaced(db: Store, httpserver: HTTPServer) -> None:
