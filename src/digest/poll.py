@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from digest.config import FetchSettings
 from digest.due import MAX_RETRY_AFTER, next_poll_time, out_of_reach
@@ -47,6 +51,10 @@ WRITE_BATCH = 200  # feeds per write transaction, at most
 # costs the poller about a millisecond besides its rows (a warm poll of 1,000 feeds made 35
 # of 1 to 100 feeds, now about 12); the end of a poll waits for it once.
 WRITE_GATHER = 0.02  # seconds
+# A claim records the poller's heartbeat (digest status lists the workers seen within two
+# minutes) unless it did so this recently: a claim's upsert of the heartbeat cost as much as
+# the claim, and a warm poll of 1,000 feeds claims about ten times a second.
+HEARTBEAT_EVERY = 30.0  # seconds
 # What the server says of a body it sent before: the same one (a 304, or the same bytes).
 _SAME_BODY = frozenset({Outcome.NOT_MODIFIED, Outcome.UNCHANGED})
 PULLED_BACK = (
@@ -145,6 +153,7 @@ class Poller:
         self.batch = max(4 * fetch_settings.concurrency, 50)
         self._parser = ParserPool(fetch_settings.parse_timeout)
         self._keep_parsers = keep_parsers
+        self._last_beat = -math.inf  # time.monotonic() of this poller's last heartbeat
 
     def close(self) -> None:
         """Stop the parser processes kept between polls (a later poll starts them again)."""
@@ -279,7 +288,7 @@ class Poller:
         now = datetime.now(UTC)
         with self.store.writing() as session:
             renew_leases(session, self.worker, now + self.lease)
-            heartbeat(session, self.worker, "poll", now)
+            self._beat(session, now)
 
     async def _write_all(
         self,
@@ -335,8 +344,13 @@ class Poller:
                 due_by=started,
                 polled_before=started if every else None,
             )
-            heartbeat(session, self.worker, "poll", now)
+            self._beat(session, now, at_most_every=HEARTBEAT_EVERY)
         return [_due(row) for row in rows]
+
+    def _beat(self, session: Session, now: datetime, at_most_every: float = 0.0) -> None:
+        if time.monotonic() - self._last_beat >= at_most_every:
+            heartbeat(session, self.worker, "poll", now)
+            self._last_beat = time.monotonic()
 
     def _held(self, started: datetime, every: bool) -> HeldFeeds:
         with self.store.reading() as session:
