@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from digest.cli import cli
 
@@ -98,3 +99,58 @@ def test_a_next_poll_a_clock_ahead_left_is_reported_and_polled(
     assert next_poll < datetime.now(UTC) + timedelta(hours=2)  # its 1 h interval again
     status = runner.invoke(cli, ["--config", str(config), "status", "--json"])
     assert json.loads(status.stdout)["next_poll_out_of_reach"] == []
+
+
+@pytest.mark.parametrize("validators", [True, False], ids=["etag", "same-bytes"])
+def test_an_unchanged_body_that_is_no_feed_costs_a_304_and_keeps_its_error(
+    tmp_path: Path, httpserver: HTTPServer, validators: bool
+) -> None:
+    """A body that did not parse keeps its validators (or its hash): the same body again is
+    its error again, without a parse, and its failures stay; the user still sees it all."""
+    served = {"body": "<html><body>Moved to our new blog</body></html>"}
+    status = [200]
+    answered: list[int] = []
+
+    def handler(request: Request) -> Response:
+        etag = f'"{len(served["body"])}"'
+        if status[0] != 200:
+            response = Response("", status=status[0])
+        elif validators and request.headers.get("If-None-Match") == etag:
+            response = Response(status=304, headers={"ETag": etag})
+        else:
+            headers = {"ETag": etag} if validators else {}
+            response = Response(served["body"], content_type="text/html", headers=headers)
+        answered.append(response.status_code)
+        return response
+
+    httpserver.expect_request("/page").respond_with_handler(handler)
+    config = write_config(tmp_path, {"page": httpserver.url_for("/page")})
+    runner = CliRunner()
+
+    def poll() -> tuple[str, dict[str, Any]]:
+        polled = runner.invoke(cli, ["--config", str(config), "poll", "--all"])
+        listed = runner.invoke(cli, ["--config", str(config), "feeds", "--json"])
+        return polled.stderr if polled.exit_code == 1 else "", json.loads(listed.stdout)[0]
+
+    stderr, first = poll()
+    assert first["last_error"].startswith("not a feed (an HTML page)"), first
+    assert first["failures"] == 1 and "page <" in stderr and first["last_error"] in stderr
+    stderr, again = poll()
+    assert answered == [200, 304 if validators else 200]
+    assert again["last_status"] == ("304" if validators else "200")
+    # Still failing, and said so on every poll, but with the same count: no backoff growth.
+    assert (again["last_error"], again["failures"]) == (first["last_error"], 1)
+    assert first["last_error"] in stderr
+
+    status[0] = 500  # another failure between: counted, then the body's error again
+    _stderr, failed = poll()
+    assert (failed["last_error"], failed["failures"]) == ("HTTP 500 Internal Server Error", 2)
+    status[0] = 200
+    _stderr, back = poll()
+    assert (back["last_error"], back["failures"], back["last_ok"]) == (first["last_error"], 2, None)
+
+    served["body"] = RSS  # a new body: parsed, and the feed is well again
+    stderr, well = poll()
+    assert stderr == "" and (well["last_error"], well["failures"]) == (None, 0)
+    assert well["entries"] == 1 and well["last_status"] == "200"
+    assert answered[-1] == 200

@@ -8,15 +8,21 @@ writes are short transactions in batches, in a thread off the event loop.
 from __future__ import annotations
 
 import asyncio
+import gc
+import math
 import os
 import signal
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from digest.config import FetchSettings
 from digest.due import MAX_RETRY_AFTER, next_poll_time, out_of_reach
@@ -45,6 +51,12 @@ WRITE_BATCH = 200  # feeds per write transaction, at most
 # costs the poller about a millisecond besides its rows (a warm poll of 1,000 feeds made 35
 # of 1 to 100 feeds, now about 12); the end of a poll waits for it once.
 WRITE_GATHER = 0.02  # seconds
+# A claim records the poller's heartbeat (digest status lists the workers seen within two
+# minutes) unless it did so this recently: a claim's upsert of the heartbeat cost as much as
+# the claim, and a warm poll of 1,000 feeds claims about ten times a second.
+HEARTBEAT_EVERY = 30.0  # seconds
+# What the server says of a body it sent before: the same one (a 304, or the same bytes).
+_SAME_BODY = frozenset({Outcome.NOT_MODIFIED, Outcome.UNCHANGED})
 PULLED_BACK = (
     "its next poll was set for {when:%Y-%m-%d %H:%M} UTC, further ahead than its interval "
     "and any backoff allow (was the clock ahead?): polled now"
@@ -108,6 +120,7 @@ class _Due:
     interval: timedelta
     failures: int
     cache: CacheState
+    body_error: str | None  # the cache is of a body that did not parse, for this reason
 
 
 class Poller:
@@ -140,6 +153,7 @@ class Poller:
         self.batch = max(4 * fetch_settings.concurrency, 50)
         self._parser = ParserPool(fetch_settings.parse_timeout)
         self._keep_parsers = keep_parsers
+        self._last_beat = -math.inf  # time.monotonic() of this poller's last heartbeat
 
     def close(self) -> None:
         """Stop the parser processes kept between polls (a later poll starts them again)."""
@@ -185,6 +199,10 @@ class Poller:
     async def poll(
         self, *, every: bool = False, progress: ProgressCallback | None = None
     ) -> PollSummary:
+        with _fewer_collections():
+            return await self._poll(every, progress)
+
+    async def _poll(self, every: bool, progress: ProgressCallback | None) -> PollSummary:
         started = datetime.now(UTC)
         with self.store.reading() as session:
             known = known_hosts(session)
@@ -270,7 +288,7 @@ class Poller:
         now = datetime.now(UTC)
         with self.store.writing() as session:
             renew_leases(session, self.worker, now + self.lease)
-            heartbeat(session, self.worker, "poll", now)
+            self._beat(session, now)
 
     async def _write_all(
         self,
@@ -326,8 +344,13 @@ class Poller:
                 due_by=started,
                 polled_before=started if every else None,
             )
-            heartbeat(session, self.worker, "poll", now)
+            self._beat(session, now, at_most_every=HEARTBEAT_EVERY)
         return [_due(row) for row in rows]
+
+    def _beat(self, session: Session, now: datetime, at_most_every: float = 0.0) -> None:
+        if time.monotonic() - self._last_beat >= at_most_every:
+            heartbeat(session, self.worker, "poll", now)
+            self._last_beat = time.monotonic()
 
     def _held(self, started: datetime, every: bool) -> HeldFeeds:
         with self.store.reading() as session:
@@ -382,9 +405,17 @@ class _Polled:
 def _feed_update(item: _Polled, now: datetime) -> FeedUpdate:
     feed, result, parsed = item.feed, item.result, item.parsed
     error = result.error if result.outcome in (Outcome.ERROR, Outcome.GONE) else None
+    body_error = None
+    repeated = False
     if isinstance(parsed, ParseFailure):
         error = parsed.reason
-    failures = 0 if error is None else feed.failures + 1
+        body_error = error if parsed.lasting else None
+    elif feed.body_error is not None and result.outcome in _SAME_BODY:
+        # The body that did not parse, unchanged: its error again, without a parse, and its
+        # failures as they were (also after another failure in between, such as a timeout).
+        error = body_error = feed.body_error
+        repeated = True
+    failures = feed.failures if repeated else 0 if error is None else feed.failures + 1
     return FeedUpdate(
         polled_at=now,
         next_poll_at=next_poll_time(
@@ -407,6 +438,8 @@ def _feed_update(item: _Polled, now: datetime) -> FeedUpdate:
             else None
         ),
         title=parsed.title if isinstance(parsed, ParsedFeed) else None,
+        body_error=body_error,
+        repeated=repeated,
     )
 
 
@@ -418,6 +451,7 @@ def _due(row: ClaimedFeed) -> _Due:
         interval=timedelta(seconds=row.interval_seconds),
         failures=row.failures,
         cache=CacheState(row.etag, row.last_modified, row.body_hash),
+        body_error=row.body_error,
     )
 
 
@@ -437,6 +471,38 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None  # the standard loop does the same work, slower
     return uvloop.new_event_loop
+
+
+# Young objects the garbage collector lets pile up before it looks for cycles among them,
+# during a poll. Python's default, 700, is a collection every few feeds: a poll holds its
+# batch of fetches (their tasks, requests and responses) alive at once, each collection
+# walked them, and the survivors made the full collections of the whole heap (the modules,
+# SQLAlchemy's and aiohttp's own objects) that came every second or so. At 10,000 a poll
+# collects next to never; whatever cycles it leaves are found later, and the most it can
+# hold back is those 10,000 objects.
+POLL_GC_THRESHOLD = 10_000
+_collections_lock = threading.Lock()
+_collections_held = 0
+_collections_before: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """POLL_GC_THRESHOLD while any poll of this process runs (polls may share a process)."""
+    global _collections_held, _collections_before
+    with _collections_lock:
+        if _collections_held == 0:
+            _collections_before = gc.get_threshold()
+            young, *older = _collections_before
+            gc.set_threshold(max(young, POLL_GC_THRESHOLD), *older)
+        _collections_held += 1
+    try:
+        yield
+    finally:
+        with _collections_lock:
+            _collections_held -= 1
+            if _collections_held == 0:
+                gc.set_threshold(*_collections_before)
 
 
 def worker_id() -> str:

@@ -135,6 +135,9 @@ class ParseFailure:
     """Why a fetched body gave no feed, as a value: it crosses from a parser process."""
 
     reason: str
+    # The parser judged the bytes, and the same bytes fail again; False when the parser was
+    # stopped at its deadline or died (digest.parse.pool), which another try may not meet.
+    lasting: bool = True
 
 
 def parse_or_error(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed | ParseFailure:

@@ -9,6 +9,7 @@ import only the parse stage, never this module's asyncio and pebble.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import multiprocessing
 import os
 import signal
@@ -49,6 +50,8 @@ class ParserPool:
     # long-lived parser keeps of a big body (a heap that grew and fragmented) goes back to the
     # system now and then, as it did when every poll started its own workers.
     TRIPS_PER_WORKER = 200
+    # Added to each trip's own deadline (see _schedule): time for pebble to start a worker.
+    MARGIN = 10.0  # seconds
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
@@ -56,6 +59,7 @@ class ParserPool:
         self._jobs: list[_Job] = []
         self._waiting: list[asyncio.Future[ParsedFeed | ParseFailure]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._overdue: set[asyncio.TimerHandle] = set()  # one per trip on its way
 
     def __enter__(self) -> ParserPool:
         return self
@@ -76,6 +80,9 @@ class ParserPool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for overdue in self._overdue:
+            overdue.cancel()
+        self._overdue.clear()
         for parsed in self._waiting:
             parsed.cancel()
         self._jobs, self._waiting = [], []
@@ -107,8 +114,41 @@ class ParserPool:
         self, jobs: list[_Job], waiting: list[asyncio.Future[ParsedFeed | ParseFailure]]
     ) -> None:
         pool = self._running()
-        trip = asyncio.wrap_future(pool.schedule(parse_many, (jobs,), timeout=self._timeout))
-        trip.add_done_callback(lambda done: self._settle(done, jobs, waiting))
+        sent = pool.schedule(parse_many, (jobs,), timeout=self._timeout)
+        trip = asyncio.wrap_future(sent)
+        # pebble stops a trip at its deadline once it runs, but a trip queued as the pool
+        # breaks may never run, and its poll would wait for ever: each trip also has a
+        # deadline of its own, from now, long enough for every trip ahead of it to use its
+        # whole time first.
+        rounds = len(self._overdue) // (os.cpu_count() or 1) + 1
+        deadline = self._timeout * rounds + self.MARGIN
+        overdue = asyncio.get_running_loop().call_later(
+            deadline, self._give_up, sent, waiting, deadline
+        )
+        self._overdue.add(overdue)
+
+        def back(done: asyncio.Future[list[ParsedFeed | ParseFailure]]) -> None:
+            overdue.cancel()
+            self._overdue.discard(overdue)
+            self._settle(done, jobs, waiting)
+
+        trip.add_done_callback(back)
+
+    def _give_up(
+        self,
+        sent: concurrent.futures.Future[list[ParsedFeed | ParseFailure]],
+        waiting: list[asyncio.Future[ParsedFeed | ParseFailure]],
+        deadline: float,
+    ) -> None:
+        """A trip past its own deadline: its feeds fail (the next poll tries them again)."""
+        lost = ParseFailure(
+            f"parse did not run within {deadline:g}s (the parser processes were lost)",
+            lasting=False,
+        )
+        for parsed in waiting:
+            if not parsed.done():
+                parsed.set_result(lost)
+        sent.cancel()
 
     def _running(self) -> ProcessPool:
         """The process pool, started at the first body, and again once pebble gave it up."""
@@ -195,11 +235,13 @@ def _quietly(start: Callable[[], None]) -> None:
 def _lost_parse(failure: BaseException, timeout: float) -> ParseFailure | None:
     """The feed's failure when its parser was stopped or died; None for any other failure."""
     if isinstance(failure, TimeoutError):
-        return ParseFailure(f"parse stopped after {timeout:g}s (fetch.parse_timeout)")
+        return ParseFailure(
+            f"parse stopped after {timeout:g}s (fetch.parse_timeout)", lasting=False
+        )
     if isinstance(failure, ProcessExpired):
         code = failure.exitcode
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         if code == -signal.SIGKILL:
             how += "; out of memory?"  # what the kernel's OOM killer sends
-        return ParseFailure(f"parser process died while parsing ({how})")
+        return ParseFailure(f"parser process died while parsing ({how})", lasting=False)
     return None

@@ -84,6 +84,7 @@ class ClaimedFeed:
     etag: str | None
     last_modified: str | None
     body_hash: str | None
+    body_error: str | None
 
 
 def claim_feeds(
@@ -159,6 +160,7 @@ def _claim_statement(dialect: str, every: bool) -> Executable:
             feeds.etag,
             feeds.last_modified,
             feeds.body_hash,
+            feeds.body_error,
         )
     )
 
@@ -232,6 +234,11 @@ class FeedUpdate:
     body_hash: str | None = None
     disabled_reason: str | None = None
     title: str | None = None
+    # A body that did not parse: why. Its validators are kept with it, so that the same body
+    # costs a 304 next time instead of a fetch and a parse.
+    body_error: str | None = None
+    # That body again (a 304, the same bytes): its error stands and the failures stay.
+    repeated: bool = False
 
 
 def apply_feed_updates(session: Session, changes: Sequence[tuple[int, FeedUpdate]]) -> None:
@@ -244,23 +251,25 @@ def apply_feed_updates(session: Session, changes: Sequence[tuple[int, FeedUpdate
     for feed_id, change in changes:
         row = _feed_values(change)
         # The keys come in an order fixed by which of them a change sets: the shape as is.
-        shapes.setdefault((change.ok, tuple(row)), []).append(row)
+        failed = not (change.ok or change.repeated)
+        shapes.setdefault((failed, tuple(row)), []).append(row)
         row["b_id"] = feed_id
     connection = session.connection()
-    for (ok, keys), rows in shapes.items():
-        _feed_update(connection.dialect, ok, keys).execute_many(connection, rows)
+    for (failed, keys), rows in shapes.items():
+        _feed_update(connection.dialect, failed, keys).execute_many(connection, rows)
 
 
 @functools.lru_cache(maxsize=64)  # a handful of shapes: failed or not, new URL, new title...
-def _feed_update(dialect: Dialect, ok: bool, keys: tuple[str, ...]) -> DriverStatement:
-    """The UPDATE for one shape of change: which columns it sets, and whether it failed."""
+def _feed_update(dialect: Dialect, failed: bool, keys: tuple[str, ...]) -> DriverStatement:
+    """The UPDATE for one shape of change: which columns it sets, and whether it counts a
+    failure."""
     columns = {key: _FEEDS.c[key.removeprefix("b_")] for key in keys}
     statement = (
         update(_FEEDS)
         .where(_FEEDS.c.id == bindparam("b_id"))
         .values({column: bindparam(key) for key, column in columns.items()})
     )
-    if not ok:
+    if failed:
         # A literal, not a bound 1: the driver gets only the rows' own parameters.
         statement = statement.values(failures=_FEEDS.c.failures + literal_column("1"))
     return DriverStatement.compile(statement, dialect, {"b_id": _FEEDS.c.id} | columns)
@@ -269,7 +278,8 @@ def _feed_update(dialect: Dialect, ok: bool, keys: tuple[str, ...]) -> DriverSta
 def _feed_values(change: FeedUpdate) -> dict[str, Any]:
     """The columns one poll sets, by parameter name (b_ and the column's: a bound parameter
     named as its column clashes with SQLAlchemy's own), built at once in that form, as this
-    runs for every polled feed. A success resets the failures, a failure keeps the cache."""
+    runs for every polled feed. A success resets the failures; a failure keeps the cache, but
+    for a body that did not parse, whose own validators come with its error."""
     values: dict[str, Any] = {
         "b_last_poll_at": change.polled_at,
         "b_next_poll_at": change.next_poll_at,
@@ -285,6 +295,7 @@ def _feed_values(change: FeedUpdate) -> dict[str, Any]:
             "b_etag": change.etag,
             "b_last_modified": change.last_modified,
             "b_body_hash": change.body_hash,
+            "b_body_error": None,
         }
         if change.url:
             values["b_url"] = change.url
@@ -292,6 +303,13 @@ def _feed_values(change: FeedUpdate) -> dict[str, Any]:
             values["b_title"] = change.title
     else:
         values["b_last_error"] = change.error
+        if change.body_error is not None:
+            values |= {
+                "b_etag": change.etag,
+                "b_last_modified": change.last_modified,
+                "b_body_hash": change.body_hash,
+                "b_body_error": change.body_error,
+            }
     if change.disabled_reason:
         values["b_disabled_reason"] = change.disabled_reason
     return values

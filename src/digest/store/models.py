@@ -111,6 +111,9 @@ class FeedRow(Base):
     etag: Mapped[str | None] = mapped_column(Text)
     last_modified: Mapped[str | None] = mapped_column(Text)
     body_hash: Mapped[str | None] = mapped_column(String(80))
+    # Why the body those validators (or that hash) stand for did not parse; NULL when it did.
+    # The same body again (a 304, the same bytes) is then that error again, without a parse.
+    body_error: Mapped[str | None] = mapped_column(Text)
 
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
