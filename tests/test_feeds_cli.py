@@ -14,6 +14,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from digest.cli import cli
+from digest.parse import PARSER_REVISION
 
 DAY = 86400
 RSS = (
@@ -110,8 +111,10 @@ def test_an_unchanged_body_that_is_no_feed_costs_a_304_and_keeps_its_error(
     served = {"body": "<html><body>Moved to our new blog</body></html>"}
     status = [200]
     answered: list[int] = []
+    asked_if_changed: list[bool] = []
 
     def handler(request: Request) -> Response:
+        asked_if_changed.append("If-None-Match" in request.headers)
         etag = f'"{len(served["body"])}"'
         if status[0] != 200:
             response = Response("", status=status[0])
@@ -142,12 +145,24 @@ def test_an_unchanged_body_that_is_no_feed_costs_a_304_and_keeps_its_error(
     assert (again["last_error"], again["failures"]) == (first["last_error"], 1)
     assert first["last_error"] in stderr
 
+    # digest upgraded since: another parser's verdict is not trusted, and the body comes
+    # whole (no validators) to be parsed anew, by this parser, whose verdict is kept.
+    with sqlite3.connect(tmp_path / "digest.db") as db:
+        db.execute("UPDATE feeds SET body_error_by = '0.0.1/1'")
+    stderr, judged = poll()
+    assert (answered[-1], asked_if_changed[-1]) == (200, False)
+    assert (judged["last_error"], judged["failures"]) == (first["last_error"], 2)
+    with sqlite3.connect(tmp_path / "digest.db") as db:
+        assert db.execute("SELECT body_error_by FROM feeds").fetchall() == [(PARSER_REVISION,)]
+    _stderr, again = poll()
+    assert answered[-1] == (304 if validators else 200) and again["failures"] == 2
+
     status[0] = 500  # another failure between: counted, then the body's error again
     _stderr, failed = poll()
-    assert (failed["last_error"], failed["failures"]) == ("HTTP 500 Internal Server Error", 2)
+    assert (failed["last_error"], failed["failures"]) == ("HTTP 500 Internal Server Error", 3)
     status[0] = 200
     _stderr, back = poll()
-    assert (back["last_error"], back["failures"], back["last_ok"]) == (first["last_error"], 2, None)
+    assert (back["last_error"], back["failures"], back["last_ok"]) == (first["last_error"], 3, None)
 
     served["body"] = RSS  # a new body: parsed, and the feed is well again
     stderr, well = poll()

@@ -1,4 +1,4 @@
-"""feeds keep the validators of a body that did not parse, with its error
+"""feeds keep the validators of a body that did not parse, with its error and its judge
 
 Revision ID: 0009
 Revises: 0008
@@ -20,7 +20,9 @@ depends_on: str | Sequence[str] | None = None
 # is refused while entries refer to it (DROP COLUMN needs SQLite 3.35, from 2021).
 def upgrade() -> None:
     op.add_column("feeds", sa.Column("body_error", sa.Text(), nullable=True))
+    op.add_column("feeds", sa.Column("body_error_by", sa.String(length=40), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("feeds", "body_error_by")
     op.drop_column("feeds", "body_error")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from digest.config import FetchSettings
 from digest.due import MAX_RETRY_AFTER, next_poll_time, out_of_reach
 from digest.fetch import CacheState, Fetcher, FetchResult, Outcome
-from digest.parse import ParsedFeed, ParseFailure
+from digest.parse import PARSER_REVISION, ParsedFeed, ParseFailure
 from digest.parse.pool import ParserPool
 from digest.store import (
     ClaimedFeed,
@@ -439,19 +439,26 @@ def _feed_update(item: _Polled, now: datetime) -> FeedUpdate:
         ),
         title=parsed.title if isinstance(parsed, ParsedFeed) else None,
         body_error=body_error,
+        body_error_by=PARSER_REVISION if body_error is not None else None,
         repeated=repeated,
     )
 
 
 def _due(row: ClaimedFeed) -> _Due:
+    cache = CacheState(row.etag, row.last_modified, row.body_hash)
+    body_error = row.body_error
+    if body_error is not None and row.body_error_by != PARSER_REVISION:
+        # A body another parser could not read (digest was upgraded since): fetched whole,
+        # without validators, to be parsed anew.
+        cache, body_error = CacheState(None, None, None), None
     return _Due(
         id=row.id,
         name=row.name,
         url=row.url,
         interval=timedelta(seconds=row.interval_seconds),
         failures=row.failures,
-        cache=CacheState(row.etag, row.last_modified, row.body_hash),
-        body_error=row.body_error,
+        cache=cache,
+        body_error=body_error,
     )
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin
 
+from digest import __version__
 from digest.parse.atom import ATOM_NAMESPACES, read_atom
 from digest.parse.dates import as_utc
 from digest.parse.entry import ParsedEntry, ParsedFeed, ParseError
@@ -128,6 +129,13 @@ def _media_type(headers: Mapping[str, str]) -> tuple[str, str | None]:
         None,
     )
     return fields[0].strip().lower(), charset
+
+
+# Which parser judged a body that did not parse (feeds.body_error_by): a feed keeps that
+# verdict, and skips the same body's fetch and parse, only while the parser is the same, so
+# that an upgrade that reads more feeds reads the bodies an older one refused. The number
+# moves when the parse stage comes to read bodies differently between releases.
+PARSER_REVISION = f"{__version__}/1"
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ class ClaimedFeed:
     last_modified: str | None
     body_hash: str | None
     body_error: str | None
+    body_error_by: str | None
 
 
 def claim_feeds(
@@ -161,6 +162,7 @@ def _claim_statement(dialect: str, every: bool) -> Executable:
             feeds.last_modified,
             feeds.body_hash,
             feeds.body_error,
+            feeds.body_error_by,
         )
     )
 
@@ -235,8 +237,9 @@ class FeedUpdate:
     disabled_reason: str | None = None
     title: str | None = None
     # A body that did not parse: why. Its validators are kept with it, so that the same body
-    # costs a 304 next time instead of a fetch and a parse.
+    # costs a 304 next time instead of a fetch and a parse; and the parser that judged it.
     body_error: str | None = None
+    body_error_by: str | None = None
     # That body again (a 304, the same bytes): its error stands and the failures stay.
     repeated: bool = False
 
@@ -296,6 +299,7 @@ def _feed_values(change: FeedUpdate) -> dict[str, Any]:
             "b_last_modified": change.last_modified,
             "b_body_hash": change.body_hash,
             "b_body_error": None,
+            "b_body_error_by": None,
         }
         if change.url:
             values["b_url"] = change.url
@@ -309,6 +313,7 @@ def _feed_values(change: FeedUpdate) -> dict[str, Any]:
                 "b_last_modified": change.last_modified,
                 "b_body_hash": change.body_hash,
                 "b_body_error": change.body_error,
+                "b_body_error_by": change.body_error_by,
             }
     if change.disabled_reason:
         values["b_disabled_reason"] = change.disabled_reason

@@ -114,6 +114,7 @@ class FeedRow(Base):
     # Why the body those validators (or that hash) stand for did not parse; NULL when it did.
     # The same body again (a 304, the same bytes) is then that error again, without a parse.
     body_error: Mapped[str | None] = mapped_column(Text)
+    body_error_by: Mapped[str | None] = mapped_column(String(40))  # parse.PARSER_REVISION
 
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
