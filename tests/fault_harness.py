@@ -5,6 +5,7 @@ write half way like a full disk does."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import resource
 import signal
@@ -65,6 +66,11 @@ def digest_in_child(
             for name in [name for name in os.environ if name.startswith("DIGEST_")]:
                 del os.environ[name]
             if as_nobody:
+                # Python's own modules may be out of `nobody`'s reach too (under /root): the
+                # codec Jinja's lexer decodes template strings with, imported lazily, is
+                # imported here, or the child's first template fails when no earlier test of
+                # this worker made one.
+                codecs.lookup("unicode-escape")
                 os.setgroups([])
                 os.setgid(NOBODY)
                 os.setuid(NOBODY)
