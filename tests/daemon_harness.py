@@ -2,7 +2,10 @@
 
 `FeedServer` serves RSS feeds that a test edits (on a real aiohttp server on 127.0.0.1), `Site`
 writes a config and starts `digest run` and the other commands on it, and `wait_for` waits for
-a condition (a log line, a file, a row) instead of sleeping. The `server` and `site` fixtures
+a condition (a log line, a file, a row) instead of sleeping. A command whose process is not
+what the test is about (a poll or a build that sets the scene, a `digest status` read, an
+editor's choice) runs in the test's own process (`Site.cli`, `digest_here`): a `digest`
+process costs 1.3 s of CPU in imports alone. The `server` and `site` fixtures
 are registered for every test module by `pytest_plugins` in conftest.py.
 
 Closings use the DIGEST_TEST_CLOSE_EVERY hook (an interval instead of the stream's cron
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -32,7 +36,9 @@ from xml.sax.saxutils import escape
 
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 
+from digest.cli import cli
 from digest.files import is_temporary_file
 from tests.validators import check_gemtext, validate_atom
 
@@ -250,6 +256,10 @@ class Site:
             check=False,
         )
 
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """What `digest` (above) gives, from a run of the command in this process."""
+        return digest_here(self.config, args, env)
+
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if not self.db.exists():
             return []
@@ -302,6 +312,30 @@ def site(tmp_path: Path) -> Iterator[Site]:
     made = Site(tmp_path, feeds=[])
     yield made
     made.cleanup()
+
+
+def digest_here(
+    config: Path, args: tuple[str, ...], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`digest --config CONFIG ARGS` run in this process, as a new `digest` process would run
+    it: the environment without DIGEST_ variables but `env`, and logging as Python starts it
+    (no handler: warnings and errors go to stderr), not pytest's capture. An exception that
+    would print a traceback fails the test here. Its exit code, stdout and stderr."""
+    unset: dict[str, str | None] = {name: None for name in os.environ if name.startswith("DIGEST_")}
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers[:] = []
+    root.setLevel(logging.WARNING)
+    try:
+        result = CliRunner().invoke(
+            cli, ["--config", str(config), *args], env=unset | env, catch_exceptions=False
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return subprocess.CompletedProcess(
+        ["digest", *args], result.exit_code, result.stdout, result.stderr
+    )
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 45.0) -> Any:

@@ -148,7 +148,7 @@ def test_a_runner_that_cannot_get_the_lock_skips_with_a_message(
     server.add("alpha", 2)
     site.feeds = [rss_feed(server, "alpha")]
     site.write_config()
-    assert site.digest("poll").returncode == 0
+    assert site.cli("poll").returncode == 0
 
     site.write_config(extra_site="  lock_wait: 1\n")
     with publish_lock(site.state, wait=0):
@@ -161,7 +161,7 @@ def test_a_runner_that_cannot_get_the_lock_skips_with_a_message(
     assert waited >= 1
     assert site.editions() == []
 
-    done = site.digest("build")
+    done = site.cli("build")
     assert done.returncode == 0 and "closed links/" in done.stdout
     assert len(site.editions()) == 1
 
@@ -251,8 +251,8 @@ def test_a_closing_missed_while_down_is_made_up_once(site: Site, server: FeedSer
     server.add("alpha", 2, published=year_start - timedelta(days=100))
     site.feeds = [rss_feed(server, "alpha")]
     site.write_config()  # closes at midnight on 1 January
-    assert site.digest("poll").returncode == 0
-    first = site.digest("build", "--at", "2020-01-01 00:00")
+    assert site.cli("poll").returncode == 0
+    first = site.cli("build", "--at", "2020-01-01 00:00")
     assert first.returncode == 0 and "closed links/2020/01/01/1" in first.stdout, first.stderr
 
     # Down at every 1 January since: at start the daemon makes up the latest one, as of then.
@@ -287,7 +287,7 @@ def test_status_says_what_runs_and_what_fails(site: Site, server: FeedServer) ->
     server.add("alpha", 2)
     site.feeds = [rss_feed(server, "alpha"), rss_feed(server, "missing")]
     site.write_config()
-    assert site.digest("status").stdout.startswith("daemon: not running\n")
+    assert site.cli("status").stdout.startswith("daemon: not running\n")
 
     daemon = site.start(close_every="1s")
     wait_for(lambda: len(site.editions()) == 1, "an edition")
@@ -295,14 +295,14 @@ def test_status_says_what_runs_and_what_fails(site: Site, server: FeedServer) ->
         lambda: site.query("SELECT 1 FROM feeds WHERE name = 'Missing' AND failures > 0"),
         "the missing feed to fail",
     )
-    report = json.loads(site.digest("status", "--json").stdout)
+    report = json.loads(site.cli("status", "--json").stdout)
     assert report["daemon"] == {"running": True, "pid": daemon.pid}
     assert report["last_poll"] is not None
     assert [feed["name"] for feed in report["failing_feeds"]] == ["Missing"]
     assert report["failing_feeds"][0]["last_status"] == "404"
     links = report["streams"]["links"]
     assert links["last_edition"]["path"].startswith("links/") and links["next_closing"]
-    text = site.digest("status").stdout
+    text = site.cli("status").stdout
     assert f"daemon: running (pid {daemon.pid})" in text
     assert "Missing <" in text and "stream links ('0 0 1 1 *'):" in text
 
@@ -310,7 +310,7 @@ def test_status_says_what_runs_and_what_fails(site: Site, server: FeedServer) ->
     daemon.kill()
     daemon.wait(30)
     assert (site.state / "daemon.pid").read_text().strip() == str(daemon.pid)
-    report = json.loads(site.digest("status", "--json").stdout)
+    report = json.loads(site.cli("status", "--json").stdout)
     assert report["daemon"] == {"running": False, "pid": None}
     next_closing = datetime.fromisoformat(report["streams"]["links"]["next_closing"])
     assert (next_closing.month, next_closing.day, next_closing.hour) == (1, 1, 0)
@@ -398,7 +398,7 @@ def test_feeds_held_by_a_killed_poller_are_logged_once_then_polled(
         server.add(name, 1)
     site.feeds = [rss_feed(server, "alpha"), rss_feed(server, "beta")]
     site.write_config()
-    assert site.digest("poll").returncode == 0
+    assert site.cli("poll").returncode == 0
     lease = timedelta(seconds=5)
     store = Store(f"sqlite:///{site.db}")
     try:

@@ -36,13 +36,13 @@ def test_the_daemon_closes_editions_as_the_editor_chose(site: Site, server: Feed
     server.add("alpha", 3)
     site.feeds = [rss_feed(server, "alpha")]
     site.write_config()
-    assert site.digest("poll").returncode == 0
-    draft = json.loads(site.digest("draft", "--json").stdout)["streams"][0]
+    assert site.cli("poll").returncode == 0
+    draft = json.loads(site.cli("draft", "--json").stdout)["streams"][0]
     handles = {item["title"]: item["handle"] for item in draft["items"]}
     hidden = handles["Story 1 of alpha"]
-    assert site.digest("hide", hidden).returncode == 0
+    assert site.cli("hide", hidden).returncode == 0
     assert (
-        site.digest(
+        site.cli(
             "headline", "links", handles["Story 2 of alpha"], handles["Story 0 of alpha"]
         ).returncode
         == 0
@@ -55,8 +55,8 @@ def test_the_daemon_closes_editions_as_the_editor_chose(site: Site, server: Feed
     assert sorted(items) == ["Story 0 of alpha", "Story 2 of alpha"]
 
     # While it runs: words for the next edition's title, then the hidden story pinned in.
-    assert site.digest("title", "links", "Second Words").returncode == 0
-    assert site.digest("pin", hidden).returncode == 0
+    assert site.cli("title", "links", "Second Words").returncode == 0
+    assert site.cli("pin", hidden).returncode == 0
     wait_for(lambda: len(site.editions()) == 2, "the second edition")
     assert edition_rows(site)[1][1:] == (
         edition_rows(site)[1][1].split(":")[0] + ": Second Words",

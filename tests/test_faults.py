@@ -36,7 +36,7 @@ def test_unwritable_output_folder_keeps_the_edition_for_the_next_run(world_site:
     feeds = FeedServer()
     feeds.add("alpha", 3)
     file_feeds(site, feeds, "alpha")
-    assert site.digest("poll").returncode == 0
+    assert site.cli("poll").returncode == 0
     for path in site.root.glob("digest.db*"):
         path.chmod(0o666)
     site.public.mkdir()
@@ -53,7 +53,7 @@ def test_unwritable_output_folder_keeps_the_edition_for_the_next_run(world_site:
     assert list(site.public.iterdir()) == []
 
     # Writable again (root writes anyway): the next cron run publishes what was closed.
-    again = site.digest("update")
+    again = site.cli("update")
     assert again.returncode == 0, again.stderr
     assert "no new editions" in again.stdout
     assert edition_page(site, 1).is_file() and edition_page(site, 1, "gmi").is_file()
@@ -65,7 +65,7 @@ def test_a_full_disk_during_render_keeps_every_old_page(site: Site) -> None:
     feeds = FeedServer()
     feeds.add("alpha", 3)
     file_feeds(site, feeds, "alpha")
-    assert site.digest("update").returncode == 0
+    assert site.cli("update").returncode == 0
     page = site.public / "links/feed.xml"
     before = page.read_bytes()
     assert len(before) > 1000  # so the limit below cuts the new feed half way
@@ -86,7 +86,7 @@ def test_a_full_disk_during_render_keeps_every_old_page(site: Site) -> None:
     assert page.read_bytes() == before
     assert not list(site.public.rglob(".*"))
 
-    again = site.digest("render")
+    again = site.cli("render")
     assert again.returncode == 0, again.stderr
     assert "<name>Somebody Else</name>" in page.read_text()
     check_site_files(site)
@@ -96,7 +96,7 @@ def test_the_next_run_finishes_what_a_killed_render_left(site: Site) -> None:
     feeds = FeedServer()
     feeds.add("alpha", 2)
     file_feeds(site, feeds, "alpha")
-    assert site.digest("update").returncode == 0
+    assert site.cli("update").returncode == 0
     # What kill -9 in the middle of a render leaves: a temporary file beside the page it was
     # writing, the pages it had not reached yet, and no marker of a finished render (it is
     # removed before the first write: digest.publish.render).
@@ -108,7 +108,7 @@ def test_the_next_run_finishes_what_a_killed_render_left(site: Site) -> None:
     keep = site.public / ".htaccess"  # a file of the site owner's: not ours to remove
     keep.write_text("Options -Indexes\n")
 
-    result = site.digest("update")
+    result = site.cli("update")
 
     assert result.returncode == 0, result.stderr
     assert "no new editions" in result.stdout
@@ -153,23 +153,23 @@ def test_a_database_locked_by_another_program_is_a_clear_error(
     feeds = FeedServer()
     feeds.add("alpha", 2)
     file_feeds(site, feeds, "alpha")
-    assert site.digest("poll").returncode == 0
+    assert site.cli("poll").returncode == 0
     holder = lock_database()
     site.write_config(extra_site="  busy_timeout: 1\n")
 
     started = time.monotonic()
-    result = site.digest("update")
+    result = site.cli("update")
     took = time.monotonic() - started
 
     assert result.returncode == 1
     assert result.stderr == f"database is locked by another program: {site.db}\n"
     assert took < 25  # the 1 s of site.busy_timeout, not the default 30 s
-    status = site.digest("status")  # reading still works
+    status = site.cli("status")  # reading still works
     assert status.returncode == 0 and "daemon: not running" in status.stdout
 
     holder.kill()
     holder.wait()
-    again = site.digest("update")
+    again = site.cli("update")
     assert again.returncode == 0, again.stderr
     assert "closed links/" in again.stdout and edition_page(site, 1).is_file()
 

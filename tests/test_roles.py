@@ -17,9 +17,11 @@ import pytest
 from sqlalchemy import select
 
 from digest.store import EditionRow, Store
-from tests.daemon_harness import DIGEST, FeedServer, wait_for
+from tests.daemon_harness import DIGEST, FeedServer, digest_here, wait_for
 
 pytestmark = pytest.mark.slow
+
+TEST_HOOKS = {"DIGEST_TEST_CLOSE_EVERY": "1s", "DIGEST_TEST_LEADER_CHECK": "1s"}
 
 
 class Node:
@@ -49,17 +51,11 @@ class Node:
 
     def env(self) -> dict[str, str]:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-        return clean | {"DIGEST_TEST_CLOSE_EVERY": "1s", "DIGEST_TEST_LEADER_CHECK": "1s"}
+        return clean | TEST_HOOKS
 
     def digest(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [DIGEST, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=120,
-            check=False,
-        )
+        """A command on this node's config (a poll, a status), in the test's process."""
+        return digest_here(self.config, args, TEST_HOOKS)
 
     def start(self, role: str) -> None:
         with (self.root / "daemon.log").open("w") as log:
