@@ -2,7 +2,7 @@
 server), at the newest schema, and entries built like the parser's; the end-to-end harness's
 fixtures (tests/daemon_harness.py); and the order tests run in.
 
-Under pytest-xdist (`make test` runs the tests in a worker per core and one more) each worker is
+Under pytest-xdist (`make test` runs the tests in two workers per core and one more) each worker is
 a process with its own PostgreSQL server (a session fixture), its own temporary folders and a
 block of free ports of its own (tests/gemini_servers.py): no two tests share a port, a file or
 a database.
