@@ -14,7 +14,8 @@ from lxml import html
 from digest.archive import months, neighbours, years
 from digest.config import FEED_CONTENT_KB, FEED_EDITIONS, INDEX_EDITIONS
 from digest.editions import Edition, EditionSection
-from digest.render import _Makers, render_site
+from digest.render import render_site
+from digest.render_workers import PageMakers
 from digest.views import (
     SiteContent,
     StreamContent,
@@ -204,7 +205,7 @@ def test_pages_a_dead_worker_left_are_made_by_the_render_itself(
 ) -> None:
     listed = editions()
     render_site(content(listed), tmp_path / "one-process")
-    monkeypatch.setattr(_Makers, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(PageMakers, "PARALLEL_FROM", 1)
 
     report = render_site(content(listed), tmp_path / "workers", worker_load=_die)
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from digest.cli import cli
 from digest.config import FeedSettings, RetentionSettings, Settings, SiteSettings, StreamSettings
 from digest.publish import MARKER, build, render
-from digest.render import _Makers
+from digest.render_workers import PageMakers
 from digest.retention import prune, vacuum
 from digest.store import (
     EditionRow,
@@ -134,11 +134,11 @@ def test_a_rebuild_of_many_editions_is_made_by_worker_processes_byte_for_byte(
     public = tmp_path / "public"
     before = tree(public)
     shutil.rmtree(public)
-    monkeypatch.setattr(_Makers, "PARALLEL_FROM", 5)  # a site of 15 editions is a big one
+    monkeypatch.setattr(PageMakers, "PARALLEL_FROM", 5)  # a site of 15 editions is a big one
 
     report = render(sqlite_store, config)
 
-    assert report.workers == min(os.cpu_count() or 1, _Makers.MAX_WORKERS)
+    assert report.workers == min(os.cpu_count() or 1, PageMakers.MAX_WORKERS)
     assert tree(public) == before
     assert render(sqlite_store, config).written == []
 

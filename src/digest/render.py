@@ -12,14 +12,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
-import multiprocessing
-import os
 import traceback
-from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +35,7 @@ from digest.archive import months, neighbours, years
 from digest.editions import Edition
 from digest.files import write_atomically
 from digest.parse.text import clean_text
+from digest.render_workers import PageMakers
 from digest.resources import resource_dir
 from digest.views import (
     ArchiveView,
@@ -65,8 +60,6 @@ from digest.views import (
     year_link,
 )
 
-log = logging.getLogger("digest.render")
-
 # Part of every page's fingerprint: a change to how pages are made that templates do not show.
 RENDER_FORMAT = f"{__version__}/1"
 
@@ -86,7 +79,7 @@ class RenderReport:
     written: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
     records: dict[str, PageRecord] = field(default_factory=dict)
-    workers: int = 0  # worker processes started to make edition pages (see _Makers)
+    workers: int = 0  # worker processes started to make edition pages (digest.render_workers)
 
 
 class RenderError(Exception):
@@ -185,7 +178,7 @@ def render_site(
     bare (no sections), and only those whose pages or feed entries are made are loaded, one
     at a time, so memory stays bounded however long the history.
     `worker_load`: the same as `load`, but picklable and for any process (it opens its own
-    connection): given, many editions to make are made by worker processes (see _Makers).
+    connection): given, many editions to make are made by worker processes (digest.render_workers).
     `before_write`: called once, before the first file is written.
     """
     env = _environment(templates_override, _folder_state(templates_override))
@@ -203,7 +196,7 @@ def render_site(
         return report
     _compile_templates(env)
     pending = before_write
-    with _Makers(todo, templates_override, worker_load) as makers:
+    with PageMakers(todo, templates_override, worker_load) as makers:
         report.workers = makers.started
         for pages, made in makers.made():
             for name, data in zip(pages.files, made, strict=True):
@@ -224,99 +217,6 @@ def render_site(
                     report.unchanged.append(path)
                 report.records[name] = PageRecord(pages.source, digest)
     return report
-
-
-class _Makers:
-    """Makes the pages of `todo`, in order. Many edition pages to make (a rebuild, a changed
-    template) are made by worker processes, one per core (up to MAX_WORKERS), each loading
-    its editions (`worker_load`: its own connection to the database) and filling their
-    templates, while this process makes the other pages and writes every file. A few
-    editions are made here, as starting workers costs more than they do. Workers are handed
-    IN_FLIGHT editions each ahead, so memory stays bounded whatever the history."""
-
-    PARALLEL_FROM = 48  # edition groups to make before workers are started
-    MAX_WORKERS = 4
-    IN_FLIGHT = 4
-
-    def __init__(
-        self,
-        todo: Sequence[_Pages],
-        templates_override: Path | None,
-        worker_load: Callable[[Edition], Edition] | None,
-    ) -> None:
-        self._todo = todo
-        self._pool: ProcessPoolExecutor | None = None
-        self._workers = min(os.cpu_count() or 1, self.MAX_WORKERS)
-        self.started = 0
-        editions = sum(1 for pages in todo if pages.edition is not None)
-        if worker_load is not None and self._workers > 1 and editions >= self.PARALLEL_FROM:
-            self.started = self._workers
-            # forkserver, not fork: the daemon renders while other threads run.
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_start_worker,
-                initargs=(templates_override, worker_load),
-            )
-
-    def __enter__(self) -> _Makers:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def made(self) -> Iterator[tuple[_Pages, tuple[bytes, ...]]]:
-        ahead: deque[tuple[_Pages, Future[tuple[bytes, ...]] | None]] = deque()
-        for pages in self._todo:
-            ahead.append((pages, self._submit(pages)))
-            while len(ahead) > self._workers * self.IN_FLIGHT:
-                yield self._result(*ahead.popleft())
-        while ahead:
-            yield self._result(*ahead.popleft())
-
-    def _submit(self, pages: _Pages) -> Future[tuple[bytes, ...]] | None:
-        """An edition's pages handed to a worker; None: made here when their turn comes."""
-        if self._pool is None or pages.edition is None:
-            return None
-        edition, maker = pages.edition
-        try:
-            return self._pool.submit(_make_in_worker, maker, edition)
-        except BrokenProcessPool:
-            self._broken()
-            return None
-
-    def _result(
-        self, pages: _Pages, future: Future[tuple[bytes, ...]] | None
-    ) -> tuple[_Pages, tuple[bytes, ...]]:
-        if future is not None:
-            try:
-                return pages, future.result()
-            except BrokenProcessPool:
-                self._broken()
-        return pages, pages.make()
-
-    def _broken(self) -> None:
-        """A worker died (the OOM killer, a signal): the rest is made in this process, so
-        the render still completes, only slower."""
-        if self._pool is not None:
-            log.warning("a render worker died; making the remaining pages in this process")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-
-_worker: tuple[Environment, Callable[[Edition], Edition]] | None = None  # in a render worker
-
-
-def _start_worker(templates_override: Path | None, load: Callable[[Edition], Edition]) -> None:
-    global _worker
-    _worker = (make_environment(templates_override), load)
-
-
-def _make_in_worker(maker: EditionPages, edition: Edition) -> tuple[bytes, ...]:
-    assert _worker is not None
-    env, load = _worker
-    return maker.make(env, load(edition))
 
 
 @functools.lru_cache(maxsize=8)
@@ -344,14 +244,14 @@ class _Pages:
     source: str  # fingerprint of the inputs
     make: Callable[[], tuple[bytes, ...]]
     # An edition's pages: the edition (bare) and what makes its pages once it is loaded, for
-    # a worker process to do what `make` does (see _Makers).
+    # a worker process to do what `make` does (digest.render_workers).
     edition: tuple[Edition, EditionPages] | None = None
 
 
 @dataclass(frozen=True)
 class EditionPages:
     """Makes a stream's edition pages from a loaded edition: plain data, so that it pickles
-    to a worker process (see _Makers)."""
+    to a worker process (digest.render_workers)."""
 
     site: SiteView
     stream: StreamView
