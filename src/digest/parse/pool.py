@@ -55,6 +55,7 @@ class ParserPool:
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
+        self._workers = os.cpu_count() or 1  # parser processes, and trips run side by side
         self._pool: ProcessPool | None = None
         self._jobs: list[_Job] = []
         self._waiting: list[asyncio.Future[ParsedFeed | ParseFailure]] = []
@@ -120,7 +121,7 @@ class ParserPool:
         # breaks may never run, and its poll would wait for ever: each trip also has a
         # deadline of its own, from now, long enough for every trip ahead of it to use its
         # whole time first.
-        rounds = len(self._overdue) // (os.cpu_count() or 1) + 1
+        rounds = len(self._overdue) // self._workers + 1
         deadline = self._timeout * rounds + self.MARGIN
         overdue = asyncio.get_running_loop().call_later(
             deadline, self._give_up, sent, waiting, deadline
@@ -167,7 +168,7 @@ class ParserPool:
             context.set_forkserver_preload(["digest.parse", "feedparser"])
             _quietly(forkserver.ensure_running)
             self._pool = ProcessPool(
-                max_workers=os.cpu_count() or 1,
+                max_workers=self._workers,
                 max_tasks=self.TRIPS_PER_WORKER,
                 initializer=prepare_worker,
                 context=context,
