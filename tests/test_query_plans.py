@@ -1,5 +1,6 @@
 """Query plans (issue 15): no query that runs per poll, per closing, per render or per prune
-walks the whole `entries` or `edition_items` table, so their cost does not grow with years of
+walks a table that grows with history (entries, edition items, published stories, retired
+entries), so their cost does not grow with years of
 history. The statements are the real ones, caught as a poll's store, a closing, a render and
 a prune run them, then explained: SQLite's EXPLAIN QUERY PLAN must SEARCH, never SCAN, those
 tables; PostgreSQL's EXPLAIN, with sequential scans priced out, must not fall back to one."""
@@ -22,7 +23,9 @@ from digest.store import Store, store_entries
 from tests.conftest import add_feeds, make_entry
 
 T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
-WATCHED = ("entries", "edition_items")
+# The tables that grow with history (published_urls and retired_entries by a fingerprint a
+# story: a closing and a poll look them up; a prune packs into them).
+WATCHED = ("entries", "edition_items", "published_urls", "retired_entries")
 
 
 @contextmanager
@@ -31,7 +34,7 @@ def statements(store: Store) -> Iterator[list[tuple[str, Any]]]:
     caught: list[tuple[str, Any]] = []
 
     def catch(_conn: Any, _cursor: Any, sql: str, parameters: Any, _ctx: Any, many: bool) -> None:
-        reads = re.search(r"\b(FROM|JOIN|UPDATE)\s+(entries|edition_items)\b", sql)
+        reads = re.search(rf"\b(FROM|JOIN|UPDATE)\s+({'|'.join(WATCHED)})\b", sql)
         if not many and reads and sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
             caught.append((sql, parameters))
 
@@ -91,6 +94,8 @@ def test_per_poll_closing_render_and_prune_queries_use_indexes(
         prune(store, settings, T0 + timedelta(days=400))
     kinds = {re.sub(r"\s+", " ", sql)[:60] for sql, _ in caught}
     assert len(kinds) >= 6, kinds  # the store's lookup, candidates, carriers, items, prune...
+    for table in ("published_urls", "retired_entries"):  # a closing's and a poll's, a pack's
+        assert any(f"FROM {table}" in sql for sql, _ in caught), table
     walks = {
         sql: found
         for sql, parameters in caught

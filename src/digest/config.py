@@ -291,6 +291,9 @@ class RetentionSettings(_Strict):
     # Entries that never went into an edition are deleted once this old (None: kept forever);
     # what an edition shows is kept as long as the edition.
     unpublished: Duration | None = timedelta(days=90)
+    # Editions closed longer ago than this are packed (digest.store.packed): their items
+    # compressed into the edition, their entries retired to a fingerprint (None: never).
+    published: Duration | None = timedelta(days=30)
 
 
 def mail_address(value: str) -> str:

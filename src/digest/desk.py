@@ -31,6 +31,7 @@ from digest.handles import entry_id_of, handle_of
 from digest.rules import blocked_domain, stream_rules
 from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow, Store
 from digest.store.choices import set_headlines, set_hidden, set_pinned, set_title
+from digest.store.packed import KeptItem, kept_items, pack
 
 
 class DeskError(Exception):
@@ -454,11 +455,7 @@ def edition_items(store: Store, path: str) -> tuple[Edition, list[tuple[str, str
     """A closed edition and its shown items as (handle, section, "source ☛ title")."""
     with store.reading() as session:
         row = find_edition(session, path)
-        items = session.execute(
-            select(EditionItemRow)
-            .where(EditionItemRow.edition_id == row.id, ~EditionItemRow.hidden)
-            .order_by(EditionItemRow.position)
-        ).scalars()
+        items = kept_items(session, [row.id])[row.id]
         shown = [(handle_of(i.entry_id), i.section, f"{i.source} ☛ {i.title}") for i in items]
         edition = edition_from_row(session, row)
     return edition, shown
@@ -476,16 +473,10 @@ def amend(
     feed entries keep their ids; its `updated` time becomes `now`. The caller renders it."""
     with store.writing() as session:
         row = find_edition(session, path)
-        items = list(
-            session.scalars(
-                select(EditionItemRow).where(
-                    EditionItemRow.edition_id == row.id, ~EditionItemRow.hidden
-                )
-            )
-        )
+        items = kept_items(session, [row.id])[row.id]
         by_id = {item.entry_id: item for item in items}
         problems = []
-        hidden: list[EditionItemRow] = []
+        hidden: list[KeptItem] = []
         for text in hide_handles:
             entry_id = entry_id_of(text)
             if entry_id is None:
@@ -496,7 +487,7 @@ def amend(
                 problems.append(f"{text}: not an item of {_path(row)}")
             elif by_id[entry_id] not in hidden:  # a handle given twice is taken out once
                 hidden.append(by_id[entry_id])
-        if hidden and len({item.id for item in hidden}) == len(items):
+        if hidden and len(hidden) == len(items):
             problems.append(f"that would leave {_path(row)} empty: hide fewer items")
         if words is not None and not " ".join(words.split()):
             problems.append("--title: the new words are empty")
@@ -514,10 +505,16 @@ def amend(
             for item in hidden
             if words is None and item.title and item.title in row.title
         ]
-        if hidden:
+        if hidden and row.packed is not None:
+            # Nothing else needs a packed edition's hidden items: its entries are retired.
+            row.packed = pack([item for item in items if item not in hidden])
+        elif hidden:
             session.execute(
                 update(EditionItemRow)
-                .where(EditionItemRow.id.in_([item.id for item in hidden]))
+                .where(
+                    EditionItemRow.edition_id == row.id,
+                    EditionItemRow.entry_id.in_([item.entry_id for item in hidden]),
+                )
                 .values(hidden=True)
             )
         row.updated_at = now

@@ -21,6 +21,7 @@ from digest.handles import handle_of
 from digest.rules import NO_RULES, StreamRules
 from digest.store import EditionItemRow, EditionRow, EntryRow, FeedRow, mark_published
 from digest.store.choices import NO_CHOICES, Choices, load_choices, spend
+from digest.store.packed import KeptItem, kept_items, published_among, record_published
 
 MAX_HEADLINES = 3
 
@@ -132,7 +133,7 @@ def plan_edition(
     choices = _usable(load_choices(session, name), stream)
     candidates = _candidates(session, name, stream, at, list(choices.pinned))
     carried = _carriers(session, name, [c.canonical_url for c in candidates if c.canonical_url])
-    published = _published_canonicals(session, name, list(carried))
+    published = published_among(session, name, carried)
     choice = choose_items(candidates, published, rules, choices)
     local = at.astimezone(zone)
     return Plan(
@@ -280,7 +281,6 @@ def _title(
 def _candidates(
     session: Session, name: str, stream: StreamSettings, at: datetime, pinned: list[int]
 ) -> list[Candidate]:
-    in_edition = select(EditionItemRow.entry_id).where(EditionItemRow.entry_id == EntryRow.id)
     recent = (EntryRow.published_at > at - stream.lookback) & (EntryRow.published_at <= at)
     rows = session.execute(
         select(EntryRow, FeedRow)
@@ -288,7 +288,7 @@ def _candidates(
         .where(
             FeedRow.stream == name,
             or_(recent, EntryRow.id.in_(pinned)) if pinned else recent,
-            ~in_edition.exists(),
+            ~EntryRow.in_edition,
         )
         .order_by(EntryRow.published_at, EntryRow.id)
     ).all()
@@ -323,20 +323,6 @@ def _carriers(session: Session, name: str, canonicals: list[str]) -> dict[str, i
         )
         counts.update((canonical, count) for canonical, count in rows if canonical)
     return counts
-
-
-def _published_canonicals(session: Session, name: str, canonicals: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(canonicals), 500):
-        found.update(
-            session.scalars(
-                select(EditionItemRow.canonical_url).where(
-                    EditionItemRow.stream == name,
-                    EditionItemRow.canonical_url.in_(canonicals[start : start + 500]),
-                )
-            )
-        )
-    return found
 
 
 def _ordered_sections(
@@ -409,13 +395,13 @@ def _save(session: Session, edition: Edition, chosen: list[Candidate]) -> int:
                     source=candidate.source,
                     title=candidate.title,
                     link=candidate.link,
-                    canonical_url=candidate.canonical_url,
                     blurb=candidate.blurb,
                     published_at=candidate.published,
                 )
             )
     session.flush()
     mark_published(session, [candidate.entry_id for candidate in chosen])
+    record_published(session, edition.stream, (c.canonical_url for c in chosen if c.canonical_url))
     return row.id
 
 
@@ -429,9 +415,9 @@ def load_editions(
     if stream is not None:
         query = query.where(EditionRow.stream == stream)
     rows = list(session.scalars(query))
-    items: dict[int, list[EditionItemRow]] = {}
+    items: dict[int, list[KeptItem]] = {}
     if not bare:
-        items = _items(session, [row.id for row in rows])
+        items = kept_items(session, [row.id for row in rows])
     return [_edition_from_rows(row, items.get(row.id, [])) for row in rows]
 
 
@@ -449,19 +435,7 @@ def with_sections(session: Session, edition: Edition) -> Edition:
 
 def edition_from_row(session: Session, row: EditionRow) -> Edition:
     """The edition a stored row holds, with its sections."""
-    return _edition_from_rows(row, _items(session, [row.id]).get(row.id, []))
-
-
-def _items(session: Session, ids: list[int]) -> dict[int, list[EditionItemRow]]:
-    items: dict[int, list[EditionItemRow]] = {row_id: [] for row_id in ids}
-    for start in range(0, len(ids), 500):
-        for item in session.scalars(
-            select(EditionItemRow)
-            .where(EditionItemRow.edition_id.in_(ids[start : start + 500]), ~EditionItemRow.hidden)
-            .order_by(EditionItemRow.edition_id, EditionItemRow.position)
-        ):
-            items[item.edition_id].append(item)
-    return items
+    return _edition_from_rows(row, kept_items(session, [row.id])[row.id])
 
 
 def edition_paths(session: Session) -> list[str]:
@@ -498,7 +472,7 @@ def edition_path(stream: str, day: date, number: int) -> str:
     return f"{stream}/{day:%Y/%m/%d}/{number}"
 
 
-def _edition_from_rows(row: EditionRow, items: list[EditionItemRow]) -> Edition:
+def _edition_from_rows(row: EditionRow, items: list[KeptItem]) -> Edition:
     sections = tuple(
         EditionSection(
             name,
@@ -520,6 +494,11 @@ def _edition_from_rows(row: EditionRow, items: list[EditionItemRow]) -> Edition:
 
 
 def _revision(row: EditionRow) -> str:
-    """Every column of the row, whatever columns later migrations add (an amendment's)."""
-    values = tuple(getattr(row, column.key) for column in inspect(EditionRow).column_attrs)
+    """Every column of the row, whatever columns later migrations add (an amendment's), but
+    how its items are kept: a packed edition is the same edition."""
+    values = tuple(
+        getattr(row, column.key)
+        for column in inspect(EditionRow).column_attrs
+        if column.key != "packed"
+    )
     return hashlib.sha256(repr(values).encode("utf-8")).hexdigest()

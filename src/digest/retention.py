@@ -10,6 +10,12 @@ names (a pin, a hide). Undated entries are kept too: their date is the time dige
 them, so one deleted while its feed still lists it would come back dated now, new enough for
 an edition. Worker rows of processes gone for a day are deleted too.
 
+Editions closed longer ago than `retention.published` (default 30 days) are packed
+(digest.store.packed): their items, compressed, go into the edition row, and their entries
+give way to a fingerprint of their key. What was published stays whole and renders byte for
+byte as before; what goes is what only a young edition needs (its entries' rows, for the
+desk and `digest entries`). An editor can still amend a packed edition.
+
 Deleting goes in small batches, each its own short transaction, so that a poll or a closing
 running meanwhile waits for one batch at most. The daemon prunes once a day; cron can run
 `digest db prune`. SQLite gives the freed pages back to the file system at each prune when
@@ -26,8 +32,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from digest.config import Settings
-from digest.store import EntryRow, FeedRow, Store, WorkerRow
+from digest.store import EditionRow, EntryRow, FeedRow, Store, WorkerRow
 from digest.store.models import ChoiceRow
+from digest.store.packed import pack_edition
 
 log = logging.getLogger("digest.retention")
 
@@ -39,9 +46,14 @@ WORKERS_GONE = timedelta(days=1)  # a worker silent this long has stopped (heart
 class PruneReport:
     entries: int
     workers: int
+    editions: int = 0  # packed
+    retired: int = 0  # their entries, now fingerprints
 
     def line(self) -> str:
-        return f"pruned {self.entries} unpublished entries and {self.workers} gone workers"
+        return (
+            f"pruned {self.entries} unpublished entries and {self.workers} gone workers;"
+            f" packed {self.editions} editions ({self.retired} entries retired)"
+        )
 
 
 def prune(store: Store, settings: Settings, now: datetime, *, batch: int = BATCH) -> PruneReport:
@@ -52,6 +64,9 @@ def prune(store: Store, settings: Settings, now: datetime, *, batch: int = BATCH
         # Never shorter than a stream's lookback: what its next edition would take stays.
         keep_for = max([keep_for, *(stream.lookback for stream in settings.streams.values())])
         entries = _prune_entries(store, now - keep_for, batch)
+    editions = retired = 0
+    if settings.retention.published is not None:
+        editions, retired = _pack_editions(store, now - settings.retention.published)
     with store.writing() as session:
         gone = list(
             session.scalars(
@@ -61,9 +76,26 @@ def prune(store: Store, settings: Settings, now: datetime, *, batch: int = BATCH
             )
         )
     workers = len(gone)
-    if store.is_sqlite and entries:
+    if store.is_sqlite and (entries or editions):
         _sqlite_outside_transaction(store, "PRAGMA incremental_vacuum")  # else a no-op
-    return PruneReport(entries, workers)
+    return PruneReport(entries, workers, editions, retired)
+
+
+def _pack_editions(store: Store, before: datetime) -> tuple[int, int]:
+    """Pack the editions closed before `before`, one per transaction, oldest first."""
+    editions = retired = 0
+    while True:
+        with store.writing() as session:
+            edition = session.scalars(
+                select(EditionRow)
+                .where(EditionRow.packed.is_(None), EditionRow.closed_at < before)
+                .order_by(EditionRow.closed_at)
+                .limit(1)
+            ).first()
+            if edition is None:
+                return editions, retired
+            retired += pack_edition(session, edition)
+            editions += 1
 
 
 def _prune_entries(store: Store, before: datetime, batch: int) -> int:

@@ -5,17 +5,19 @@ content hash); reading back is what `digest entries` lists, for people who want 
 digest made of a feed, and for scripts that check it.
 
 An entry an edition took keeps its identity (feed, key, dates, content hash: what decides
-what is new) but gives up its text and URLs: the edition keeps its own copy of title, link,
-canonical URL and blurb, which its pages and `digest entries` show and against which later
-copies of the story are found already published, so that a site's years of published entries
-are not stored twice. (SQLite gives the space back at `digest db prune --vacuum`.)
+what is new) but gives up its text and URLs: the edition keeps its own copy of title, link
+and blurb, which its pages and `digest entries` show, and the stream a fingerprint of its
+canonical URL, against which later copies of the story are found already published
+(digest.store.packed), so that a site's years of published entries are not stored twice.
+Once its edition is packed, the entry itself gives way to a fingerprint of its key.
+(SQLite gives the space back at `digest db prune --vacuum`.)
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -27,6 +29,7 @@ from digest.parse import ParsedEntry
 from digest.parse.urls import canonical_url
 from digest.store.driver import DriverStatement
 from digest.store.models import Base, EditionItemRow, EntryRow, FeedRow
+from digest.store.packed import retired_among
 from digest.store.upsert import insert
 
 _T = TypeVar("_T")
@@ -83,6 +86,11 @@ def store_entries(
         parameters = {"feed_id": feed_id} | {f"key{i}": key for i, key in enumerate(chunk)}
         stored.update(query.execute(connection, parameters))
     changes = plan_entry_changes(stored, entries)
+    if changes.new:
+        # An entry whose edition was packed is gone from `entries` but not new.
+        retired = retired_among(session, feed_id, [entry.key for entry in changes.new])
+        if retired:
+            changes = replace(changes, new=[e for e in changes.new if e.key not in retired])
     if changes.new:
         insert = _new_entry_insert(connection.dialect)
         new_rows = [_entry_values(feed_id, entry, now) for entry in changes.new]

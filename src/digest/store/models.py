@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -18,12 +19,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -170,16 +173,28 @@ class EditionRow(Base):
     closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # When `digest amend` last corrected it (its feed entries' `updated`); None: never.
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Its shown items, compressed (digest.store.packed), once retention packed it: then it
+    # has no edition_items rows. None: its items are rows. Deferred: indexes and archives
+    # load every edition bare, and need none of it.
+    packed: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
     __table_args__ = (
         # The exactly-once key: a second runner closing the same edition fails here.
         UniqueConstraint("stream", "date", "number", name="uq_editions_stream_date_number"),
         Index("ix_editions_stream_closed", "stream", "closed_at"),
+        # The few editions still to pack (retention), without reading the packed ones.
+        Index(
+            "ix_editions_unpacked",
+            "closed_at",
+            sqlite_where=text("packed IS NULL"),
+            postgresql_where=text("packed IS NULL"),
+        ),
     )
 
 
 class EditionItemRow(Base):
-    """A copy of an entry as it was when its edition closed: editions never change."""
+    """A copy of an entry as it was when its edition closed: editions never change (one older
+    than `retention.published` keeps its items packed instead: EditionRow.packed)."""
 
     __tablename__ = "edition_items"
 
@@ -192,16 +207,39 @@ class EditionItemRow(Base):
     source: Mapped[str] = mapped_column(String(300))
     title: Mapped[str] = mapped_column(Text)
     link: Mapped[str | None] = mapped_column(Text)
-    canonical_url: Mapped[str | None] = mapped_column(String(2048))
     blurb: Mapped[str] = mapped_column(Text)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Taken out by `digest amend --hide`: kept, so the entry never enters another edition.
     hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    __table_args__ = (
-        Index("ix_edition_items_edition", "edition_id", "position"),
-        Index("ix_edition_items_stream_canonical", "stream", "canonical_url"),
+    __table_args__ = (Index("ix_edition_items_edition", "edition_id", "position"),)
+
+
+class PublishedUrlRow(Base):
+    """A story a stream has published, by its canonical URL's fingerprint: a later copy of it
+    (another feed's, a repost) is found already published however old its edition, packed or
+    not, in a few bytes a story (digest.store.packed.fingerprint)."""
+
+    __tablename__ = "published_urls"
+
+    stream: Mapped[str] = mapped_column(String(100), primary_key=True)
+    url_fingerprint: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class RetiredEntryRow(Base):
+    """An entry whose edition was packed, by its key's fingerprint: its row is gone, and a
+    feed that still lists it does not bring it back as new (digest.store.packed)."""
+
+    __tablename__ = "retired_entries"
+
+    feed_id: Mapped[int] = mapped_column(
+        ForeignKey("feeds.id", ondelete="CASCADE"), primary_key=True
     )
+    key_fingerprint: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
 class ChoiceRow(Base):
