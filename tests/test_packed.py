@@ -112,7 +112,7 @@ def test_an_editor_amends_a_packed_edition(store: Store, tmp_path: Path) -> None
     ]
     render(store, config)
     page = (tmp_path / "public" / f"{paths[0]}.html").read_text()
-    links = [entry.link for entry in stories(0)]
+    links = [str(entry.link) for entry in stories(0)]
     assert links[0] in page and links[1] not in page  # the title still names it: warned
     assert amended.warnings == ["the title still names 'Story 0 1': --title gives it new words"]
 

@@ -90,7 +90,8 @@ def db_upgrade(app: App) -> None:
 )
 @pass_app
 def db_prune(app: App, vacuum: bool) -> None:
-    """Delete unpublished entries older than retention.unpublished and gone workers' rows."""
+    """Delete unpublished entries older than retention.unpublished and gone workers' rows;
+    pack editions older than retention.published."""
     from digest.retention import prune
     from digest.retention import vacuum as vacuum_database
 
