@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from digest.config import FeedSettings
@@ -156,3 +157,24 @@ def add_feeds(store: Store, feeds: list[FeedSettings], now: datetime) -> dict[st
         sync_feeds(session, feeds, now)
     with store.reading() as session:
         return dict(session.execute(select(FeedRow.config_url, FeedRow.id)).all())
+
+
+def migrate(store: Store, step: str, revision: str) -> None:
+    """alembic's `step` ("upgrade" or "downgrade") to `revision`, on the store's database:
+    the schema an older digest made, for the migration tests."""
+    from alembic import command
+
+    from digest.store.db import alembic_config
+
+    config = alembic_config()
+    with store.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, step)(config, revision)
+        connection.commit()
+
+
+def insert_row(connection: Connection, table: str, **values: object) -> None:
+    """A row as an older schema holds it, written without the models (which are newer)."""
+    columns = ", ".join(values)
+    names = ", ".join(f":{name}" for name in values)
+    connection.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({names})"), values)

@@ -28,7 +28,7 @@ from digest.store import (
     store_entries,
 )
 from digest.store.choices import load_choices, set_hidden, set_pinned
-from tests.conftest import add_feeds, make_entry, sqlite_copy
+from tests.conftest import add_feeds, insert_row, make_entry, migrate, sqlite_copy
 
 T0 = datetime(2025, 1, 20, 9, tzinfo=UTC)
 FEEDS = [
@@ -36,6 +36,14 @@ FEEDS = [
     FeedSettings(url="https://b.example/feed", name="B", stream="links", section="S"),
     FeedSettings(url="https://own.example/feed", name="Own", own=True),
 ]
+
+
+# The rows of an older schema's site, for the migration tests (digest.store.models is newer).
+OLD_FEED = dict(
+    id=1, config_url="u", url="u", name="A", own=0, weight=0, interval_seconds=3600, active=1,
+    failures=0,
+)  # fmt: skip
+OLD_EDITION = dict(id=1, stream="links", date="2024-01-01", number=1, title="T", summary="s")
 
 
 def settings(root: Path, **site: object) -> Settings:
@@ -384,49 +392,23 @@ def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -
     """A database from before retention, with editions: it upgrades (SQLite's batch copies of
     `entries` drop a table that edition_items refers to), entries already in editions are
     marked and keep their text in the edition's copy only, and the first prune keeps them."""
-    from alembic import command
-    from sqlalchemy import text
-
-    from digest.store.db import alembic_config
-
     store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
-    config = alembic_config()
-    with store.engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0003")
-        connection.commit()
+    migrate(store, "upgrade", "0003")
     old = "2024-01-01 00:00:00.000000"
     with store.engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO feeds (id, config_url, url, name, own, weight, interval_seconds,"
-                " active, failures) VALUES (1, 'u', 'u', 'A', 0, 0, 3600, 1, 0)"
-            )
-        )
+        insert_row(connection, "feeds", **OLD_FEED)
         for entry in (1, 2):
-            connection.execute(
-                text(
-                    "INSERT INTO entries (id, feed_id, key, title, summary, published_at,"
-                    " first_seen_at, updated_at, content_hash) VALUES (:id, 1, :id,"
-                    " 'entry ' || :id, '', :dated, :old, :old, 'h')"
-                ),
-                {"id": entry, "old": old, "dated": "2023-12-31 23:00:00.000000"},
-            )
-        connection.execute(
-            text(
-                "INSERT INTO editions (id, stream, date, number, title, summary, closed_at)"
-                " VALUES (1, 'links', '2024-01-01', 1, 'T', 's', :old)"
-            ),
-            {"old": old},
-        )
-        connection.execute(
-            text(
-                "INSERT INTO edition_items (id, edition_id, position, entry_id, stream, section,"
-                " source, title, blurb, published_at) VALUES (1, 1, 1, 1, 'links', 'S', 'A',"
-                " 'entry 1', '', :old)"
-            ),
-            {"old": old},
-        )
+            insert_row(
+                connection, "entries", id=entry, feed_id=1, key=str(entry),
+                title=f"entry {entry}", summary="", published_at="2023-12-31 23:00:00.000000",
+                first_seen_at=old, updated_at=old, content_hash="h",
+            )  # fmt: skip
+        insert_row(connection, "editions", **OLD_EDITION, closed_at=old)
+        insert_row(
+            connection, "edition_items", id=1, edition_id=1, position=1, entry_id=1,
+            stream="links", section="S", source="A", title="entry 1", blurb="",
+            published_at=old,
+        )  # fmt: skip
     store.upgrade()
 
     def stored() -> dict[int, tuple[str, bool]]:
@@ -438,10 +420,7 @@ def test_the_migration_marks_the_entries_editions_already_took(tmp_path: Path) -
     with store.reading() as session:
         listed = {entry.entry_id: entry.title for entry in recent_entries(session, limit=10)}
     assert listed == {1: "entry 1", 2: "entry 2"}
-    with store.engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0007")  # the text comes back from the edition's copy
-        connection.commit()
+    migrate(store, "downgrade", "0007")  # the text comes back from the edition's copy
     assert stored() == {1: ("entry 1", True), 2: ("entry 2", False)}
     store.upgrade()
     assert prune(store, settings(tmp_path), T0).entries == 1

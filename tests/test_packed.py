@@ -21,8 +21,8 @@ from digest.retention import prune
 from digest.store import EditionItemRow, EditionRow, EntryRow, Store, store_entries
 from digest.store.models import RetiredEntryRow
 from digest.store.packed import KeptItem, pack, published_among, unpack
-from tests.conftest import add_feeds, make_entry
-from tests.test_history import FEEDS, settings, tree
+from tests.conftest import add_feeds, insert_row, make_entry, migrate
+from tests.test_history import FEEDS, OLD_EDITION, OLD_FEED, settings, tree
 
 T0 = datetime(2025, 1, 20, 9, tzinfo=UTC)
 
@@ -140,59 +140,29 @@ def test_the_migration_fingerprints_the_stories_already_published(tmp_path: Path
     """A database of 0009 with an edition: after the upgrade its story is found published by
     its canonical URL; a downgrade brings the column back, and is refused once editions are
     packed (their entries are gone)."""
-    from alembic import command
-
-    from digest.store.db import alembic_config
-
     store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
-    config = alembic_config()
-
-    def migrate(step: object, revision: str) -> None:
-        with store.engine.connect() as connection:
-            config.attributes["connection"] = connection
-            step(config, revision)  # type: ignore[operator]
-            connection.commit()
-
-    migrate(command.upgrade, "0009")
+    migrate(store, "upgrade", "0009")
     old = "2024-01-01 00:00:00.000000"
     with store.engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO feeds (id, config_url, url, name, own, weight, interval_seconds,"
-                " active, failures) VALUES (1, 'u', 'u', 'A', 0, 0, 3600, 1, 0)"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO entries (id, feed_id, key, title, summary, published_at,"
-                " first_seen_at, updated_at, content_hash, in_edition) VALUES (1, 1, 'k', '',"
-                " '', :old, :old, :old, 'h', 1)"
-            ),
-            {"old": old},
-        )
-        connection.execute(
-            text(
-                "INSERT INTO editions (id, stream, date, number, title, summary, closed_at)"
-                " VALUES (1, 'links', '2024-01-01', 1, 'T', 's', :old)"
-            ),
-            {"old": old},
-        )
-        connection.execute(
-            text(
-                "INSERT INTO edition_items (id, edition_id, position, entry_id, stream, section,"
-                " source, title, link, canonical_url, blurb, published_at) VALUES (1, 1, 1, 1,"
-                " 'links', 'S', 'A', 'T', 'https://x.example/a', 'https://x.example/a', '',"
-                " :old)"
-            ),
-            {"old": old},
-        )
+        insert_row(connection, "feeds", **OLD_FEED)
+        insert_row(
+            connection, "entries", id=1, feed_id=1, key="k", title="", summary="",
+            published_at=old, first_seen_at=old, updated_at=old, content_hash="h",
+            in_edition=1,
+        )  # fmt: skip
+        insert_row(connection, "editions", **OLD_EDITION, closed_at=old)
+        insert_row(
+            connection, "edition_items", id=1, edition_id=1, position=1, entry_id=1,
+            stream="links", section="S", source="A", title="T", link="https://x.example/a",
+            canonical_url="https://x.example/a", blurb="", published_at=old,
+        )  # fmt: skip
     store.upgrade()
     with store.reading() as session:
         urls = ["https://x.example/a", "https://x.example/b"]
         assert published_among(session, "links", urls) == {"https://x.example/a"}
         assert published_among(session, "tech", urls) == set()
 
-    migrate(command.downgrade, "0009")
+    migrate(store, "downgrade", "0009")
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT canonical_url FROM edition_items")).all() == [
             ("https://x.example/a",)
@@ -200,5 +170,5 @@ def test_the_migration_fingerprints_the_stories_already_published(tmp_path: Path
     store.upgrade()
     assert prune(store, settings(tmp_path), T0).editions == 1
     with pytest.raises(RuntimeError, match="1 editions are packed"):
-        migrate(command.downgrade, "0009")
+        migrate(store, "downgrade", "0009")
     store.close()
